@@ -1,0 +1,180 @@
+"""Adapter files: adapter_config.json + adapter.safetensors, written atomically, checked on load."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import FourierFTConfig
+from .model import _modules_to_save, apply_fourierft, fourierft_layers
+
+FORMAT = "fourierft-adapter"
+VERSION = 1
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter.safetensors"
+
+
+def base_identity(model: nn.Module) -> dict:
+    """What an adapter must find again in the model it is loaded into."""
+    layers = {name: [layer.d_out, layer.d_in] for name, layer in fourierft_layers(model)}
+    name_or_path = getattr(getattr(model, "config", None), "name_or_path", None)
+    return {"class": type(model).__name__, "name_or_path": name_or_path or None, "layers": layers}
+
+
+def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Coefficients per layer, entries once per distinct entry set, and modules_to_save / bias params."""
+    config: FourierFTConfig = model.fourierft_config
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in fourierft_layers(model):
+        tensors[f"coefficients/{name}"] = layer.coefficients.detach().float().cpu().contiguous()
+        tensors[f"entries/{name}"] = layer.entries.to(torch.int32).cpu().contiguous()
+    extra = set(_modules_to_save(model, config))
+    for pname, p in model.named_parameters():
+        owner = pname.rpartition(".")[0]
+        in_saved = any(owner == m or owner.startswith(m + ".") for m in extra)
+        if in_saved or (config.bias == "all" and pname.endswith("bias")):
+            tensors[f"trained/{pname}"] = p.detach().cpu().contiguous()
+    return tensors
+
+
+def save_adapter(model: nn.Module, path) -> int:
+    """Write the adapter folder; returns its size in bytes."""
+    if not hasattr(model, "fourierft_config"):
+        raise ValueError("save_adapter needs a model prepared with apply_fourierft")
+    if any(layer.merged for _, layer in fourierft_layers(model)):
+        raise ValueError("unmerge(model) before save_adapter: merged weights hide the trained coefficients")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = _dedupe_entries(adapter_tensors(model))
+    with tempfile.TemporaryDirectory(dir=path) as tmp:
+        weights_tmp = Path(tmp) / WEIGHTS_NAME
+        save_file(tensors, str(weights_tmp), metadata={"format": FORMAT})
+        meta = {
+            "format": FORMAT, "version": VERSION,
+            "config": model.fourierft_config.to_dict(),
+            "base_model": base_identity(model),
+            "sha256": _sha256(weights_tmp),
+            "adapter_bytes": weights_tmp.stat().st_size,
+        }
+        config_tmp = Path(tmp) / CONFIG_NAME
+        config_tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(weights_tmp, path / WEIGHTS_NAME)
+        os.replace(config_tmp, path / CONFIG_NAME)
+    return adapter_bytes(path)
+
+
+def _dedupe_entries(tensors: dict) -> dict:
+    """Layers sharing an entry set store it once; the others point at it through 'entries@'."""
+    seen: dict[bytes, str] = {}
+    out = {}
+    for key, t in tensors.items():
+        if key.startswith("entries/"):
+            digest = hashlib.sha256(t.numpy().tobytes() + str(tuple(t.shape)).encode()).digest()
+            if digest in seen:
+                # a 0-element int tensor whose key names the layer holding the shared entries
+                out[f"entries@{key[len('entries/'):]}@{seen[digest]}"] = torch.zeros(0, dtype=torch.int32)
+                continue
+            seen[digest] = key[len("entries/"):]
+        out[key] = t
+    return out
+
+
+def adapter_bytes(path) -> int:
+    path = Path(path)
+    return sum((path / f).stat().st_size for f in (CONFIG_NAME, WEIGHTS_NAME))
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Parse and verify an adapter folder: (metadata, tensors with shared entries expanded)."""
+    path = Path(path)
+    cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not cfg_file.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{path} is not a FourierFT adapter folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}); the adapter is corrupted") from e
+    if meta.get("format") != FORMAT:
+        hint = " (a PEFT adapter: use fourierft.import_peft)" if meta.get("peft_type") else ""
+        raise ValueError(f"{cfg_file} is not a {FORMAT} file{hint}")
+    if meta.get("version", 0) > VERSION:
+        raise ValueError(f"adapter format version {meta['version']} is newer than this library reads ({VERSION})")
+    digest = _sha256(weights)
+    if digest != meta.get("sha256"):
+        raise ValueError(f"{weights} is truncated or corrupted: its sha256 {digest[:12]}... does not match "
+                         f"the {meta.get('sha256', '')[:12]}... recorded when it was saved")
+    raw = load_file(str(weights))
+    tensors = {}
+    for key, t in raw.items():
+        if key.startswith("entries@"):
+            _, layer, owner = key.split("@")
+            tensors[f"entries/{layer}"] = raw[f"entries/{owner}"]
+        else:
+            tensors[key] = t
+    return meta, tensors
+
+
+def load_adapter(model: nn.Module, path) -> nn.Module:
+    """Load an adapter into a plain base model (wrapping it) or into one wrapped with the same layers."""
+    meta, tensors = read_adapter(path)
+    config = FourierFTConfig.from_dict(meta["config"])
+    expected = meta["base_model"]
+    if type(model).__name__ != expected["class"]:
+        raise ValueError(f"adapter {path} was saved for a {expected['class']}, not a {type(model).__name__}")
+    entries = {k[len("entries/"):]: v.long() for k, v in tensors.items() if k.startswith("entries/")}
+    if not hasattr(model, "fourierft_config"):
+        _check_shapes(model, expected["layers"], path)
+        apply_fourierft(model, config, entries=entries)
+    layers = dict(fourierft_layers(model))
+    found = {name: [l.d_out, l.d_in] for name, l in layers.items()}
+    if found != expected["layers"]:
+        raise ValueError(f"adapter {path} targets modules {_describe(expected['layers'])} but this model's "
+                         f"FourierFT layers are {_describe(found)}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, layer in layers.items():
+            layer.set_entries(entries[name])
+            coef = tensors[f"coefficients/{name}"]
+            if coef.shape != layer.coefficients.shape:
+                layer.coefficients = nn.Parameter(torch.empty_like(coef, device=layer.entries.device))
+            layer.coefficients.copy_(coef)
+        for key, t in tensors.items():
+            if key.startswith("trained/"):
+                pname = key[len("trained/"):]
+                if pname not in params or params[pname].shape != t.shape:
+                    raise ValueError(f"adapter {path} holds {pname} {tuple(t.shape)}, which this model lacks or shapes differently")
+                params[pname].copy_(t)
+    return model
+
+
+def _check_shapes(model: nn.Module, layers: dict, path) -> None:
+    from .layer import SUPPORTED, layer_shape
+
+    modules = dict(model.named_modules())
+    for name, shape in layers.items():
+        module = modules.get(name)
+        if module is None or not isinstance(module, SUPPORTED) or list(layer_shape(module)) != shape:
+            got = "missing" if module is None else (
+                f"{type(module).__name__} {list(layer_shape(module))}" if isinstance(module, SUPPORTED) else type(module).__name__)
+            raise ValueError(f"adapter {path} expects module {name!r} of shape [d_out, d_in]={shape}, "
+                             f"but in this {type(model).__name__} it is {got}: wrong base model?")
+
+
+def _describe(layers: dict) -> str:
+    items = list(layers.items())
+    text = ", ".join(f"{n} {s}" for n, s in items[:4])
+    return text + (f", ... ({len(items)} in all)" if len(items) > 4 else "") if items else "(none)"

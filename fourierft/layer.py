@@ -1,0 +1,100 @@
+"""FourierFTLayer: a frozen Linear / Conv1D plus n trainable spectral coefficients."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spectral import MergedLinear, SpectralDelta, SpectralPlan, dense_delta_weight
+
+try:  # transformers is optional: only needed to recognise GPT-2's Conv1D
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover
+    Conv1D = None
+
+SUPPORTED = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
+
+
+def layer_shape(module: nn.Module) -> tuple[int, int]:
+    """(d_out, d_in) of a supported layer; Conv1D stores its weight as (d_in, d_out)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    if Conv1D is not None and isinstance(module, Conv1D):
+        d_in, d_out = module.weight.shape
+        return d_out, d_in
+    raise TypeError(f"unsupported module type {type(module).__name__}")
+
+
+class FourierFTLayer(nn.Module):
+    def __init__(self, base_layer: nn.Module, entries: torch.Tensor, scaling: float, init: str = "normal",
+                 path: str = "auto"):
+        super().__init__()
+        self.base_layer = base_layer
+        self.d_out, self.d_in = layer_shape(base_layer)
+        self.transposed = not isinstance(base_layer, nn.Linear)
+        self.scaling = float(scaling)
+        self.path = path
+        self.merged = False
+        device = base_layer.weight.device
+        n = entries.shape[1]
+        coef = torch.randn(n) if init == "normal" else torch.zeros(n)
+        # coefficients stay float32 whatever the base dtype: they are few, and bf16 would lose them
+        self.coefficients = nn.Parameter(coef.to(device))
+        self.register_buffer("entries", entries.to(device=device, dtype=torch.long), persistent=False)
+        self._plan = None
+
+    @property
+    def n(self) -> int:
+        return self.coefficients.numel()
+
+    def plan(self) -> SpectralPlan:
+        if self._plan is None or self._plan.device != self.entries.device:
+            self._plan = SpectralPlan(self.entries, self.d_out, self.d_in)
+        return self._plan
+
+    def set_entries(self, entries: torch.Tensor) -> None:
+        self.entries = entries.to(device=self.entries.device, dtype=torch.long)
+        self._plan = None
+
+    def weight_view(self) -> torch.Tensor:
+        """The frozen weight as (d_out, d_in), a view (no copy) for Conv1D."""
+        w = self.base_layer.weight
+        return w.t() if self.transposed else w
+
+    def delta_weight(self) -> torch.Tensor:
+        """alpha * Re(ifft2(S)) as (d_out, d_in) float32."""
+        return self.plan().delta_weight(self.coefficients, self.scaling)
+
+    def choose_path(self, x: torch.Tensor) -> str:
+        if self.path != "auto":
+            return self.path
+        tokens = x.numel() // self.d_in
+        # a few tokens (generation): dW's irfft2 costs more than transforming the tokens themselves
+        return "spectral" if tokens * 4 < min(self.d_out, self.d_in) else "merged"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base_layer(x)
+        path = self.choose_path(x)
+        if path == "dense":
+            delta = dense_delta_weight(self.entries, self.coefficients, self.d_out, self.d_in, self.scaling)
+            return self.base_layer(x) + F.linear(x, delta.to(x.dtype))
+        if path == "spectral":
+            return self.base_layer(x) + SpectralDelta.apply(x, self.coefficients, self.plan(), self.scaling)
+        bias = self.base_layer.bias
+        return MergedLinear.apply(x, self.coefficients, self.weight_view(), bias, self.plan(), self.scaling).to(x.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.weight_view().add_(self.delta_weight().to(self.base_layer.weight.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.weight_view().sub_(self.delta_weight().to(self.base_layer.weight.dtype))
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}"

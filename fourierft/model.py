@@ -1,0 +1,166 @@
+"""Putting FourierFT layers into a model, and taking them out again."""
+from __future__ import annotations
+
+import re
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from .config import FourierFTConfig
+from .entries import sample_entries
+from .layer import SUPPORTED, FourierFTLayer, layer_shape
+
+# query/value projections per model family, tried in order (BERT/RoBERTa, LLaMA/Mistral/Qwen and
+# transformers-5 ViT, GPT-2, timm ViT, transformers-4 ViT names are the BERT ones)
+DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("c_attn",), ("qkv",))
+
+
+def _matches_suffix(name: str, key: str) -> bool:
+    return re.fullmatch(rf"(.*\.)?{key}", name) is not None
+
+
+def _is_target(name: str, targets) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def resolve_targets(model: nn.Module, config: FourierFTConfig) -> list[str]:
+    """Names of the modules config.target_modules selects (auto-detected when None)."""
+    names = [name for name, _ in model.named_modules() if name]
+    if config.target_modules is not None:
+        found = [n for n in names if _is_target(n, config.target_modules)]
+    else:
+        found = []
+        for family in DEFAULT_TARGETS:
+            found = [n for n, m in model.named_modules() if n and _is_target(n, family) and isinstance(m, SUPPORTED)]
+            if found:
+                break
+    if not found:
+        linears = [n for n, m in model.named_modules() if isinstance(m, SUPPORTED)]
+        shown = ", ".join(linears[:40]) + (f", ... ({len(linears)} in all)" if len(linears) > 40 else "")
+        what = (f"target_modules={config.target_modules!r} matches" if config.target_modules is not None
+                else "no query/value projection (query/value, q_proj/v_proj, c_attn, qkv) was detected:")
+        raise ValueError(f"{what} no module of {type(model).__name__}; set target_modules to suffixes "
+                         f"or a regex over these Linear/Conv1D modules: {shown or '(none)'}")
+    return found
+
+
+def n_for(name: str, config: FourierFTConfig) -> int:
+    for key, n in config.n_pattern.items():
+        if _matches_suffix(name, key):
+            return n
+    return config.n
+
+
+def apply_fourierft(model: nn.Module, config: FourierFTConfig,
+                    entries: Optional[dict[str, torch.Tensor]] = None) -> nn.Module:
+    """Freeze model, wrap the targeted modules in FourierFTLayer, keep modules_to_save trainable.
+
+    entries: optional {module name: (2, n) tensor} to use instead of drawing (loading an adapter).
+    """
+    if any(isinstance(m, FourierFTLayer) for m in model.modules()):
+        raise ValueError("this model already has FourierFT layers; unload() it first")
+    targets = resolve_targets(model, config)
+    for name in targets:
+        module = model.get_submodule(name)
+        if not isinstance(module, SUPPORTED):
+            raise TypeError(f"module {name!r} is a {type(module).__name__}; FourierFT supports "
+                            f"torch.nn.Linear and transformers' Conv1D. Narrow target_modules.")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    drawn: dict[tuple, torch.Tensor] = {}  # layers of one shape (and n) share their entries
+    for name in targets:
+        module = model.get_submodule(name)
+        d_out, d_in = layer_shape(module)
+        n = n_for(name, config)
+        if entries is not None and name in entries:
+            layer_entries = entries[name]
+        else:
+            key = (d_out, d_in, n)
+            if key not in drawn:
+                if n > d_out * d_in:
+                    raise ValueError(f"n={n} exceeds the {d_out}x{d_in}={d_out * d_in} spectrum of {name!r}")
+                drawn[key] = sample_entries(d_out, d_in, n, config.entry_seed, config.fc, config.bandwidth)
+            layer_entries = drawn[key]
+        _set_module(model, name, FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path))
+    for name in _modules_to_save(model, config):
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(True)
+    if config.bias == "all":
+        for pname, p in model.named_parameters():
+            if pname.endswith("bias"):
+                p.requires_grad_(True)
+    model.fourierft_config = config
+    return model
+
+
+def _modules_to_save(model: nn.Module, config: FourierFTConfig) -> list[str]:
+    names = []
+    for key in config.modules_to_save or []:
+        hits = [n for n, _ in model.named_modules() if n and (n == key or n.endswith("." + key))]
+        if not hits:
+            raise ValueError(f"modules_to_save entry {key!r} matches no module of {type(model).__name__}")
+        names += hits
+    return names
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def fourierft_layers(model: nn.Module) -> Iterator[tuple[str, FourierFTLayer]]:
+    for name, module in model.named_modules():
+        if isinstance(module, FourierFTLayer):
+            yield name, module
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Add every dW into its frozen weight (inference at base speed); undo with unmerge."""
+    for _, layer in fourierft_layers(model):
+        layer.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    for _, layer in fourierft_layers(model):
+        layer.unmerge()
+    return model
+
+
+def unload(model: nn.Module, merge_weights: bool = True) -> nn.Module:
+    """Return the plain base model (dW merged in unless merge_weights=False), without wrappers."""
+    for name, layer in list(fourierft_layers(model)):
+        if merge_weights:
+            layer.merge()
+        else:
+            layer.unmerge()
+        _set_module(model, name, layer.base_layer)
+    if hasattr(model, "fourierft_config"):
+        del model.fourierft_config
+    return model
+
+
+def set_path(model: nn.Module, path: str) -> nn.Module:
+    """Force every layer onto one compute path ("auto", "dense", "merged", "spectral")."""
+    from .config import PATHS
+
+    if path not in PATHS:
+        raise ValueError(f"path={path!r} is not one of {PATHS}")
+    for _, layer in fourierft_layers(model):
+        layer.path = path
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; FourierFT entries are buffers, not parameters."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def summary(model: nn.Module) -> str:
+    trainable, total = trainable_parameters(model)
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"

@@ -1,0 +1,119 @@
+"""Exchanging adapters with Hugging Face PEFT's FourierFT (peft_type FOURIERFT)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import FourierFTConfig
+from .io import adapter_tensors
+from .layer import SUPPORTED, layer_shape
+from .model import apply_fourierft, fourierft_layers, resolve_targets
+
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+
+
+def peft_entries(d_out: int, d_in: int, n: int, seed: int) -> torch.Tensor:
+    """PEFT's rule, written out here so a mismatch is detected rather than inherited."""
+    idx = torch.randperm(d_out * d_in, generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([idx // d_in, idx % d_in])
+
+
+def export_peft(model: nn.Module, path) -> None:
+    """Write a folder that peft.PeftModel.from_pretrained(base, path) loads with the same outputs."""
+    config: FourierFTConfig = model.fourierft_config
+    if config.fc is not None:
+        raise ValueError("PEFT's FourierFT has no frequency bias: an adapter drawn with fc="
+                         f"{config.fc} cannot be exported (PEFT would regenerate uniform entries)")
+    layers = dict(fourierft_layers(model))
+    if any(layer.merged for layer in layers.values()):
+        raise ValueError("unmerge(model) before export_peft")
+    n_pattern = {}
+    for name, layer in layers.items():
+        expected = peft_entries(layer.d_out, layer.d_in, layer.n, config.entry_seed).to(layer.entries.device)
+        if not torch.equal(expected, layer.entries):
+            raise ValueError(f"the entries of {name!r} are not what PEFT regenerates from seed {config.entry_seed} "
+                             "(they were drawn or loaded differently); PEFT stores no entries, so it cannot load them")
+        if layer.n != config.n:
+            # full-name anchored key: PEFT matches n_frequency_pattern keys as name suffixes
+            n_pattern[name] = layer.n
+    targets = config.target_modules if config.target_modules is not None else sorted({n.rpartition(".")[2] for n in layers})
+    peft_config = {
+        "peft_type": "FOURIERFT", "task_type": None, "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
+        "n_frequency": config.n, "scaling": config.scaling, "random_loc_seed": config.entry_seed,
+        "target_modules": targets, "modules_to_save": config.modules_to_save, "bias": config.bias,
+        "n_frequency_pattern": n_pattern, "init_weights": config.init == "zeros",
+        "fan_in_fan_out": any(layer.transposed for layer in layers.values()), "inference_mode": True,
+        "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None, "revision": None,
+    }
+    tensors = {}
+    for key, t in adapter_tensors(model).items():
+        kind, _, name = key.partition("/")
+        if kind == "coefficients":
+            tensors[f"{PREFIX}{name}.fourierft_spectrum"] = t
+        elif kind == "trained":
+            tensors[f"{PREFIX}{name}"] = t
+    _write_atomically(Path(path), peft_config, tensors)
+
+
+def _write_atomically(path: Path, config: dict, tensors: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path) as tmp:
+        save_file(tensors, os.path.join(tmp, PEFT_WEIGHTS), metadata={"format": "pt"})
+        with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
+            json.dump(config, f, indent=2)
+        for name in (PEFT_WEIGHTS, PEFT_CONFIG):
+            os.replace(os.path.join(tmp, name), path / name)
+
+
+def import_peft(model: nn.Module, path) -> nn.Module:
+    """Wrap a plain base model with a PEFT FourierFT adapter folder (saved by PEFT or export_peft)."""
+    path = Path(path)
+    cfg_file, weights = path / PEFT_CONFIG, path / PEFT_WEIGHTS
+    if not cfg_file.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{path} is not a PEFT adapter folder: it needs {PEFT_CONFIG} and {PEFT_WEIGHTS}")
+    peft_config = json.loads(cfg_file.read_text())
+    if peft_config.get("peft_type") != "FOURIERFT":
+        raise ValueError(f"{cfg_file} holds a {peft_config.get('peft_type')!r} adapter, not FOURIERFT")
+    unsupported = {k: peft_config.get(k) for k in ("layers_to_transform", "layers_pattern", "exclude_modules") if peft_config.get(k)}
+    if unsupported:
+        raise ValueError(f"PEFT options {unsupported} have no counterpart here; re-target the adapter without them")
+    config = FourierFTConfig(
+        n=peft_config["n_frequency"], scaling=peft_config["scaling"], entry_seed=peft_config["random_loc_seed"],
+        target_modules=peft_config["target_modules"], modules_to_save=peft_config.get("modules_to_save"),
+        bias=peft_config.get("bias", "none"), n_pattern=peft_config.get("n_frequency_pattern") or {},
+        init="zeros" if peft_config.get("init_weights") else "normal")
+    if config.bias not in ("none", "all"):
+        raise ValueError(f"PEFT bias={config.bias!r} is not supported here (accepted: 'none', 'all')")
+    tensors = load_file(str(weights))
+    from .model import n_for
+
+    entries = {}
+    for name in resolve_targets(model, config):
+        module = model.get_submodule(name)
+        if isinstance(module, SUPPORTED):
+            d_out, d_in = layer_shape(module)
+            entries[name] = peft_entries(d_out, d_in, n_for(name, config), config.entry_seed)
+    apply_fourierft(model, config, entries=entries)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, layer in fourierft_layers(model):
+            key = f"{PREFIX}{name}.fourierft_spectrum"
+            if key not in tensors:
+                raise ValueError(f"{weights} has no coefficients for {name!r}: adapter saved for another base model?")
+            if tensors[key].shape != layer.coefficients.shape:
+                raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}, expected ({layer.n},)")
+            layer.coefficients.copy_(tensors.pop(key))
+        for key, t in tensors.items():
+            pname = key[len(PREFIX):] if key.startswith(PREFIX) else key
+            if pname not in params or params[pname].shape != t.shape:
+                raise ValueError(f"{weights} holds {key}, which this {type(model).__name__} lacks or shapes differently")
+            params[pname].copy_(t)
+    return model
