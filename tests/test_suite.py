@@ -1,0 +1,172 @@
+"""The GLUE runner end to end on a tiny random BERT and slices of the real local GLUE data."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+from experiments.glue import compute_metrics, run
+from experiments.glue_data import get_task, load_glue, read_tsv
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="local GLUE mirror (../shared/data/glue) not present")
+
+
+def config(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[
+            "model=tiny_bert", "logger=none", f"data.glue_dir={GLUE}", f"results_dir={tmp_path / 'results'}",
+            f"checkpoint_dir={tmp_path / 'ckpt'}", "trainer.max_train_samples=48", "trainer.max_eval_samples=40",
+            "trainer.epochs=2", "trainer.batch_size=16", "trainer.max_length=48", "trainer.progress_bar=false",
+            *overrides])
+
+
+@needs_glue
+@pytest.mark.parametrize("task", ["mrpc", "stsb", "cola"])
+@pytest.mark.parametrize("method", ["fourierft", "lora", "linear_probe"])
+def test_runner_writes_complete_results(tmp_path, task, method):
+    cfg = config(tmp_path, f"task={task}", f"method={method}", *(["method.n=64"] if method == "fourierft" else []))
+    score = run(cfg)
+    files = list((tmp_path / "results").rglob("*seed*.json"))
+    assert len(files) == 1
+    result = json.loads(files[0].read_text())
+    assert result["best"]["metrics"][result["main_metric"]] == pytest.approx(score)
+    assert [e["epoch"] for e in result["epochs"]] == [1.0, 2.0]
+    assert result["last"]["epoch"] == 2.0
+    for key in ("git_commit", "trainable_params", "adapter_bytes", "wall_time_s", "peak_memory", "config", "seed"):
+        assert result[key] is not None
+    assert result["config"]["method"]["name"] == method
+    assert result["train_examples"] == 48 and result["dev_examples"] == 40
+    expected_adapter = {"fourierft": 4 * 64, "lora": 2 * 2 * 8 * (32 + 32), "linear_probe": 0}[method]
+    assert result["trainable_params"] - result["head_params"] == expected_adapter
+    assert result["adapter_bytes"] > 0
+
+
+@needs_glue
+def test_finished_run_is_skipped_and_killed_run_resumes(tmp_path):
+    cfg = config(tmp_path, "task=rte", "trainer.keep_checkpoints=true")
+    run(cfg)
+    result = next((tmp_path / "results").rglob("*seed*.json"))
+    stamp = result.stat().st_mtime_ns
+    run(cfg)  # done already: not run again
+    assert result.stat().st_mtime_ns == stamp
+    # a run killed after its last checkpoint: results gone, checkpoints kept -> resumes, does not retrain
+    result.unlink()
+    ckpt = next((tmp_path / "ckpt").iterdir())
+    assert any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+    run(cfg)
+    assert json.loads(result.read_text())["epochs"][-1]["epoch"] == 2.0
+
+
+@needs_glue
+def test_tables_from_runs(tmp_path):
+    for method in ("fourierft", "lora"):
+        for seed in (0, 1):
+            run(config(tmp_path, "task=rte", f"method={method}", f"seed={seed}", *(["method.n=32"] if method == "fourierft" else [])))
+    out = tmp_path / "tables"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path / "results"),
+                    "--out", str(out)], check=True, cwd=ROOT)
+    md = (out / "glue_best.md").read_text()
+    assert "| tiny_bert | fourierft | n=32 |" in md and "| tiny_bert | lora | r=8 |" in md
+    import pandas as pd
+
+    table = pd.read_csv(out / "glue_best.csv")
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*seed*.json")]
+    ff_scores = [r["best"]["metrics"]["accuracy"] for r in runs if r["method"] == "fourierft"]
+    assert table.loc[table.method == "fourierft", "RTE"].item() == pytest.approx(np.median(ff_scores))
+    assert (table.loc[table.method == "fourierft", "seeds"] == 2).all()
+    assert (out / "params_vs_score.png").stat().st_size > 1000
+
+
+def test_metrics_match_reference_libraries():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    logits = rng.normal(size=(50, 2))
+    preds = logits.argmax(-1)
+    mrpc = compute_metrics(get_task("mrpc"), logits, labels)
+    assert mrpc["accuracy"] == pytest.approx(100 * (preds == labels).mean())
+    assert mrpc["f1"] == pytest.approx(100 * f1_score(labels, preds))
+    assert compute_metrics(get_task("cola"), logits, labels)["matthews"] == pytest.approx(100 * matthews_corrcoef(labels, preds))
+    y, p = rng.normal(size=30), rng.normal(size=(30, 1))
+    stsb = compute_metrics(get_task("stsb"), p, y)
+    assert stsb["pearson"] == pytest.approx(100 * pearsonr(p[:, 0], y)[0])
+    assert stsb["spearman"] == pytest.approx(100 * spearmanr(p[:, 0], y)[0])
+
+
+@needs_glue
+@pytest.mark.parametrize("task,rows,first_label", [("mrpc", 408, 1), ("cola", 1043, None), ("rte", 277, None), ("stsb", 1500, 5.0)])
+def test_local_tsv_reader(task, rows, first_label):
+    data = read_tsv(GLUE / get_task(task).folder / "dev.tsv", get_task(task))
+    assert len(data) == rows
+    if first_label is not None:
+        assert data[0]["label"] == first_label
+    assert set(np.unique(data["label"])) <= ({0, 1} if task != "stsb" else set(np.unique(data["label"])))
+
+
+def test_missing_data_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from experiments import hub
+
+    hub.hub_reachable.cache_clear()
+    with pytest.raises(FileNotFoundError, match="Set data.glue_dir=.* or the FOURIERFT_GLUE_DIR variable"):
+        load_glue("rte", None, [tmp_path / "nowhere"])
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        load_glue("rte", str(tmp_path / "nowhere"))
+    hub.hub_reachable.cache_clear()
+
+
+@needs_glue
+def test_qnli_without_train_split_is_explained():
+    with pytest.raises(FileNotFoundError, match="no QNLI train split"):
+        load_glue("qnli", str(GLUE))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("task=mnli", "Could not find 'task/mnli'"), ("model=gpt5", "Could not find 'model/gpt5'"),
+    ("method=adapterdrop", "Could not find 'method/adapterdrop'")])
+def test_unknown_choices_list_the_options(tmp_path, override, match):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", override, "logger=none"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0
+    assert match in proc.stderr and "Available options" in proc.stderr
+
+
+def test_unknown_values_in_code_paths():
+    from experiments.methods import apply_method
+    from experiments.models import load_classifier
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ValueError, match="unknown GLUE task 'mnli'; accepted: sst2"):
+        get_task("mnli")
+    with pytest.raises(ValueError, match="unknown method 'dora'"):
+        apply_method(None, OmegaConf.create({"name": "dora"}), [], [])
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from experiments import hub
+
+    hub.hub_reachable.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="offline default model=minilm"):
+            load_classifier(OmegaConf.create({"name": "roberta_base", "source": "hub", "name_or_path": "FacebookAI/roberta-base"}), 2)
+    finally:
+        del os.environ["HF_HUB_OFFLINE"]
+        hub.hub_reachable.cache_clear()
+
+
+def test_presets_resolve_per_method():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        ff_cfg = compose("train", overrides=["experiment=glue/roberta_base/mrpc"])
+        lora_cfg = compose("train", overrides=["experiment=glue/roberta_base/mrpc", "method=lora"])
+        swept = compose("train", overrides=["experiment=glue/roberta_base/mrpc", "method.scaling=50", "trainer.epochs=2"])
+        large = compose("train", overrides=["experiment=glue/roberta_large/cola"])
+    assert (ff_cfg.model.name, ff_cfg.task.name) == ("roberta_base", "mrpc")
+    assert (ff_cfg.method.scaling, ff_cfg.method.lr, ff_cfg.method.head_lr, ff_cfg.trainer.epochs) == (141, 5e-2, 6e-3, 30)
+    assert (lora_cfg.method.r, lora_cfg.method.lr, lora_cfg.trainer.batch_size, lora_cfg.trainer.epochs) == (8, 4e-4, 16, 30)
+    assert (swept.method.scaling, swept.trainer.epochs) == (50, 2)
+    assert (large.trainer.batch_size, large.trainer.max_length, large.method.scaling) == (128, 256, 120)
