@@ -68,9 +68,8 @@ class FourierFTLayer(nn.Module):
     def choose_path(self, x: torch.Tensor) -> str:
         if self.path != "auto":
             return self.path
-        tokens = x.numel() // self.d_in
-        # a few tokens (generation): dW's irfft2 costs more than transforming the tokens themselves
-        return "spectral" if tokens * 4 < min(self.d_out, self.d_in) else "merged"
+        # few tokens (generation, short batches, wide layers): building dW costs more than transforming them
+        return self.plan().cheaper_path(x.numel() // self.d_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:

@@ -10,6 +10,8 @@ Re(ifft(Z)) = irfft of the Hermitian half 0.5 * (Z[b] + conj(Z[-b])).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -80,10 +82,19 @@ class SpectralPlan:
         """dL/dc from the layer input and the output gradient: no d_out x d_in product."""
         xs = torch.fft.rfft(x.reshape(-1, self.d_in).float(), dim=-1)[:, self.v_half]
         gs = torch.fft.rfft(grad_out.reshape(-1, self.d_out).float(), dim=-1)[:, self.u_half]
-        # Re(G[u] X[v]) with both read off half spectra: conjugating one factor flips the pair's sign
-        # of the imaginary part only, so conjugate X where exactly one of the two bins is mirrored
-        xs = torch.where(self.u_conj ^ self.v_conj, xs.conj(), xs)
-        return (gs * xs).sum(0).real * (scaling / (self.d_out * self.d_in))
+        # Re(G[u] X[v]) = Gr Xr - Gi Xi; reading a mirrored bin off a half spectrum conjugates it, and
+        # conjugating exactly one factor flips the sign of the Gi Xi term
+        sums = (torch.view_as_real(gs) * torch.view_as_real(xs)).sum(0)
+        sign = torch.where(self.u_conj ^ self.v_conj, -1.0, 1.0).to(sums.dtype)
+        return (sums[:, 0] - sign * sums[:, 1]) * (scaling / (self.d_out * self.d_in))
+
+    def cheaper_path(self, tokens: int) -> str:
+        """"spectral" or "merged", by a flop count of what differs: two irfft2 of dW per step for merged,
+        an output and an input-gradient transform per token (plus the scatters) for spectral."""
+        m, n_in = self.d_out, self.d_in
+        merged = 2 * m * n_in * math.log2(max(m * n_in, 2))
+        spectral = 2 * tokens * (m * math.log2(max(m, 2)) + n_in * math.log2(max(n_in, 2))) + 4 * tokens * self.n
+        return "spectral" if spectral < merged else "merged"
 
 
 def dense_delta_weight(entries: torch.Tensor, coef: torch.Tensor, d_out: int, d_in: int, scaling: float) -> torch.Tensor:

@@ -167,5 +167,8 @@ def test_auto_path_picks_spectral_for_few_tokens():
     layer = make_layer("linear", 64, 64, 10, path="auto")
     assert layer.choose_path(torch.zeros(1, 64)) == "spectral"
     assert layer.choose_path(torch.zeros(4, 128, 64)) == "merged"
+    wide = make_layer("linear", 1024, 1024, 10, path="auto")
+    assert wide.choose_path(torch.zeros(2, 64, 1024)) == "spectral"
+    assert wide.choose_path(torch.zeros(32, 512, 1024)) == "merged"
     ff.set_path(nn.Sequential(layer), "dense")
     assert layer.choose_path(torch.zeros(1, 64)) == "dense"

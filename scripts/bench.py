@@ -1,0 +1,213 @@
+"""Train-step time and memory: frozen floor vs PEFT LoRA vs PEFT FourierFT vs ours (each path).
+
+One process, every method side by side on the same random-init model, q and v adapted.
+A step is forward + backward + AdamW. Writes results/bench/<device>.json and .md.
+
+python scripts/bench.py [--shapes roberta_base llama7b] [--dtypes fp32 bf16] [--steps 10]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fourierft as ff  # noqa: E402
+from experiments.results import git_commit, write_json_atomic  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+OURS = ("ours_auto", "ours_merged", "ours_spectral", "ours_dense")
+METHODS = ("floor", "lora_peft", "fourierft_peft") + OURS
+
+
+def shapes(device: str) -> dict:
+    """Model shapes and batch per device; CPU runs fewer layers and tokens so a full bench fits minutes."""
+    gpu = device == "cuda"
+    return {
+        "roberta_base": dict(kind="roberta", hidden=768, layers=12 if gpu else 2, heads=12, ffn=3072,
+                             batch=32 if gpu else 8, seq=128, vocab=50265 if gpu else 1000),
+        "llama7b": dict(kind="llama", hidden=4096, layers=4 if gpu else 1, heads=32, ffn=11008,
+                        batch=4 if gpu else 1, seq=512 if gpu else 128, vocab=32000 if gpu else 1000),
+    }
+
+
+def build(shape: dict, dtype, device):
+    from transformers import LlamaConfig, LlamaModel, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    if shape["kind"] == "roberta":
+        config = RobertaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                               num_attention_heads=shape["heads"], intermediate_size=shape["ffn"],
+                               max_position_embeddings=shape["seq"] + 2)
+        model, targets = RobertaModel(config, add_pooling_layer=False), ["query", "value"]
+    else:
+        config = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                             num_attention_heads=shape["heads"], intermediate_size=shape["ffn"],
+                             max_position_embeddings=shape["seq"])
+        model, targets = LlamaModel(config), ["q_proj", "v_proj"]
+    return model.to(device=device, dtype=dtype), targets
+
+
+def prepare(method: str, model: nn.Module, targets: list, n: int):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if method == "lora_peft":
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+    elif method == "fourierft_peft":
+        import peft
+
+        model = peft.get_peft_model(model, peft.FourierFTConfig(n_frequency=n, scaling=150.0, target_modules=targets))
+    elif method.startswith("ours"):
+        model = ff.apply_fourierft(model, ff.FourierFTConfig(n=n, scaling=150.0, target_modules=targets,
+                                                             path=method.split("_")[1]))
+    # every method, the floor too, sends gradients into the embeddings' output, as adapters force
+    model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
+    return model
+
+
+class SavedBytes:
+    """Bytes autograd keeps for backward (distinct storages): the memory a training path holds per step."""
+
+    def __init__(self):
+        self.storages = {}
+
+    def pack(self, t):
+        if t.device.type != "meta":
+            s = t.untyped_storage()
+            self.storages[(s.data_ptr(), t.device)] = s.nbytes()
+        return t
+
+    def __enter__(self):
+        self.ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def bench_method(method, shape, dtype, device, steps, warmup, n):
+    model, targets = build(shape, dtype, device)
+    model = prepare(method, model, targets, n)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-3) if trainable else None
+    ids = torch.randint(0, shape["vocab"], (shape["batch"], shape["seq"]), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        out = model(input_ids=ids).last_hidden_state
+        out.float().pow(2).mean().backward()
+        if opt:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    with SavedBytes() as saved:
+        out = model(input_ids=ids).last_hidden_state
+    del out
+    row = {"method": method, "step_ms": 1000 * statistics.median(times), "step_ms_min": 1000 * min(times),
+           "trainable": sum(p.numel() for p in trainable), "saved_for_backward_mb": saved.total / 2**20}
+    if device == "cuda":
+        row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        row["peak_over_weights_mb"] = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
+    del model, opt, trainable
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+    else:
+        name = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def markdown(rows: list, device: str) -> str:
+    mem_key = "peak_mb" if device == "cuda" else "saved_for_backward_mb"
+    mem_name = "peak MiB" if device == "cuda" else "saved for backward MiB"
+    lines = [f"| shape | dtype | method | step ms | x floor | x LoRA | {mem_name} | trainable |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['method']} | {r['step_ms']:.1f} | {r['x_floor']:.2f} | "
+                     f"{r['x_lora']:.2f} | {r[mem_key]:.0f} | {r['trainable']:,} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shapes", nargs="+", default=["roberta_base", "llama7b"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10 on GPU, 5 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on GPU, 2 on CPU)")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--tiny", action="store_true", help="smoke test: tiny shapes")
+    args = parser.parse_args(argv)
+    gpu = args.device == "cuda"
+    args.steps = args.steps or (10 if gpu else 5)
+    args.warmup = args.warmup or (3 if gpu else 2)
+    table = shapes(args.device)
+    if args.tiny:
+        table = {k: {**v, "hidden": 64, "heads": 4, "ffn": 128, "layers": 1, "batch": 2, "seq": 16, "vocab": 100}
+                 for k, v in table.items()}
+    rows = []
+    for shape_name in args.shapes:
+        for dtype_name in args.dtypes:
+            group = []
+            for method in args.methods:
+                row = bench_method(method, table[shape_name], DTYPES[dtype_name], args.device, args.steps, args.warmup, args.n)
+                row.update(shape=shape_name, dtype=dtype_name)
+                group.append(row)
+                print(f"{shape_name} {dtype_name} {method}: {row['step_ms']:.1f} ms", flush=True)
+            floor = next((r["step_ms"] for r in group if r["method"] == "floor"), float("nan"))
+            lora = next((r["step_ms"] for r in group if r["method"] == "lora_peft"), float("nan"))
+            for r in group:
+                r["x_floor"], r["x_lora"] = r["step_ms"] / floor, r["step_ms"] / lora
+            rows += group
+    name = device_name(args.device) + ("-tiny" if args.tiny else "")
+    report = {"device": name, "torch": torch.__version__, "git_commit": git_commit(), "shapes": {k: table[k] for k in args.shapes},
+              "n": args.n, "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(), "rows": rows}
+    write_json_atomic(args.out / f"{name}.json", report)
+    md = (f"# Train step on {name} (torch {torch.__version__}, median of {args.steps} steps)\n\n"
+          f"Shapes: {json.dumps({k: table[k] for k in args.shapes})}\n\n" + markdown(rows, args.device) + "\n")
+    tmp = args.out / f"{name}.md.tmp"
+    tmp.write_text(md)
+    tmp.replace(args.out / f"{name}.md")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
