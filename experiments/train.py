@@ -4,7 +4,7 @@ import os
 import hydra
 from omegaconf import DictConfig
 
-RUNNERS = {"glue": "experiments.glue"}
+RUNNERS = {"glue": "experiments.glue", "e2e": "experiments.e2e", "instruct": "experiments.instruct"}
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

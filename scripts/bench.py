@@ -102,47 +102,69 @@ class SavedBytes:
         return sum(self.storages.values())
 
 
-def bench_method(method, shape, dtype, device, steps, warmup, n):
-    model, targets = build(shape, dtype, device)
-    model = prepare(method, model, targets, n)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-3) if trainable else None
-    ids = torch.randint(0, shape["vocab"], (shape["batch"], shape["seq"]), device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+class Contender:
+    """One method's model, optimiser and batch, ready to step."""
 
-    def step():
-        out = model(input_ids=ids).last_hidden_state
+    def __init__(self, method, shape, dtype, device, n):
+        model, targets = build(shape, dtype, device)
+        self.method, self.device = method, device
+        self.model = prepare(method, model, targets, n)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.trainable, lr=1e-3) if self.trainable else None
+        self.ids = torch.randint(0, shape["vocab"], (shape["batch"], shape["seq"]), device=device)
+        self.times, self.peak_over = [], 0
+        self.weight_bytes = sum(t.numel() * t.element_size() for t in
+                                list(self.model.parameters()) + list(self.model.buffers()))
+
+    def step(self):
+        out = self.model(input_ids=self.ids).last_hidden_state
         out.float().pow(2).mean().backward()
-        if opt:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        if self.opt:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    sync()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(steps):
+    def timed(self, steps):
+        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
         sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    with SavedBytes() as saved:
-        out = model(input_ids=ids).last_hidden_state
-    del out
-    row = {"method": method, "step_ms": 1000 * statistics.median(times), "step_ms_min": 1000 * min(times),
-           "trainable": sum(p.numel() for p in trainable), "saved_for_backward_mb": saved.total / 2**20}
-    if device == "cuda":
-        row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        row["peak_over_weights_mb"] = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
-    del model, opt, trainable
+        if self.device == "cuda":
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            self.step()
+            sync()
+            self.times.append(time.perf_counter() - t0)
+        if self.device == "cuda":
+            self.peak_over = max(self.peak_over, torch.cuda.max_memory_allocated() - before)
+
+    def row(self):
+        with SavedBytes() as saved:
+            out = self.model(input_ids=self.ids).last_hidden_state
+        del out
+        row = {"method": self.method, "step_ms": 1000 * statistics.median(self.times),
+               "step_ms_min": 1000 * min(self.times), "steps": len(self.times),
+               "trainable": sum(p.numel() for p in self.trainable), "saved_for_backward_mb": saved.total / 2**20}
+        if self.device == "cuda":
+            # this model's own weights plus the most its training step allocated on top of what was resident
+            row["peak_mb"] = (self.weight_bytes + self.peak_over) / 2**20
+        return row
+
+
+def bench_group(methods, shape, dtype, device, rounds, steps, warmup, n):
+    """All methods resident at once and timed in interleaved rounds, so drift hits every method alike."""
+    contenders = [Contender(m, shape, dtype, device, n) for m in methods]
+    for c in contenders:
+        for _ in range(warmup):
+            c.step()
+    for _ in range(rounds):
+        for c in contenders:
+            c.timed(steps)
+    rows = [c.row() for c in contenders]
+    del contenders
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    return row
+    return rows
 
 
 def device_name(device: str) -> str:
@@ -155,7 +177,7 @@ def device_name(device: str) -> str:
 
 def markdown(rows: list, device: str) -> str:
     mem_key = "peak_mb" if device == "cuda" else "saved_for_backward_mb"
-    mem_name = "peak MiB" if device == "cuda" else "saved for backward MiB"
+    mem_name = "peak MiB (weights + step)" if device == "cuda" else "saved for backward MiB"
     lines = [f"| shape | dtype | method | step ms | x floor | x LoRA | {mem_name} | trainable |", "|" + "---|" * 8]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['dtype']} | {r['method']} | {r['step_ms']:.1f} | {r['x_floor']:.2f} | "
@@ -169,14 +191,16 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="+", default=["roberta_base", "llama7b"])
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10 on GPU, 5 on CPU)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5 on GPU, 4 on CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default 4 on GPU, 2 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on GPU, 2 on CPU)")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--tiny", action="store_true", help="smoke test: tiny shapes")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
-    args.steps = args.steps or (10 if gpu else 5)
+    args.rounds = args.rounds or (5 if gpu else 4)
+    args.steps = args.steps or (4 if gpu else 2)
     args.warmup = args.warmup or (3 if gpu else 2)
     table = shapes(args.device)
     if args.tiny:
@@ -185,12 +209,11 @@ def main(argv=None) -> int:
     rows = []
     for shape_name in args.shapes:
         for dtype_name in args.dtypes:
-            group = []
-            for method in args.methods:
-                row = bench_method(method, table[shape_name], DTYPES[dtype_name], args.device, args.steps, args.warmup, args.n)
+            group = bench_group(args.methods, table[shape_name], DTYPES[dtype_name], args.device, args.rounds,
+                                args.steps, args.warmup, args.n)
+            for row in group:
                 row.update(shape=shape_name, dtype=dtype_name)
-                group.append(row)
-                print(f"{shape_name} {dtype_name} {method}: {row['step_ms']:.1f} ms", flush=True)
+                print(f"{shape_name} {dtype_name} {row['method']}: {row['step_ms']:.1f} ms", flush=True)
             floor = next((r["step_ms"] for r in group if r["method"] == "floor"), float("nan"))
             lora = next((r["step_ms"] for r in group if r["method"] == "lora_peft"), float("nan"))
             for r in group:
@@ -198,9 +221,9 @@ def main(argv=None) -> int:
             rows += group
     name = device_name(args.device) + ("-tiny" if args.tiny else "")
     report = {"device": name, "torch": torch.__version__, "git_commit": git_commit(), "shapes": {k: table[k] for k in args.shapes},
-              "n": args.n, "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(), "rows": rows}
+              "n": args.n, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(), "rows": rows}
     write_json_atomic(args.out / f"{name}.json", report)
-    md = (f"# Train step on {name} (torch {torch.__version__}, median of {args.steps} steps)\n\n"
+    md = (f"# Train step on {name} (torch {torch.__version__}, median of {args.rounds} interleaved rounds x {args.steps} steps)\n\n"
           f"Shapes: {json.dumps({k: table[k] for k in args.shapes})}\n\n" + markdown(rows, args.device) + "\n")
     tmp = args.out / f"{name}.md.tmp"
     tmp.write_text(md)

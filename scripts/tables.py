@@ -36,15 +36,58 @@ def variant(method: dict) -> str:
     return ""
 
 
-def load_runs(results: Path) -> pd.DataFrame:
-    rows = []
-    for file in sorted(results.rglob("*.json")):
+PAPER_E2E = {  # Table 4: test set, last epoch, mean of 3 runs; BLEU / NIST / METEOR / ROUGE-L / CIDEr
+    ("gpt2_medium", "lora"): (0.35e6, [68.9, 8.76, 46.6, 71.5, 2.53]),
+    ("gpt2_medium", "fourierft"): (0.048e6, [69.1, 8.82, 47.0, 71.8, 2.51]),
+    ("gpt2_large", "lora"): (0.77e6, [70.1, 8.83, 46.8, 72.0, 2.47]),
+    ("gpt2_large", "fourierft"): (0.072e6, [70.2, 8.90, 47.0, 71.8, 2.50]),
+}
+PAPER_INSTRUCT = {  # Table 5: GPT-4 scores, MT-Bench / Vicuna (LoRA on q,v; FourierFT on q,v)
+    ("llama_7b", "lora"): [4.99, 6.81], ("llama_7b", "fourierft"): [5.09, 6.85],
+    ("llama_13b", "lora"): [5.21, 6.97], ("llama_13b", "fourierft"): [5.23, 7.14],
+    ("llama2_7b", "lora"): [5.20, 7.35], ("llama2_7b", "fourierft"): [5.18, 7.49],
+    ("llama2_13b", "lora"): [5.80, 7.89], ("llama2_13b", "fourierft"): [5.82, 7.92],
+}
+E2E_METRICS = ["bleu", "nist", "meteor", "rouge_l", "cider"]
+INSTRUCT_METRICS = ["mt_bench", "vicuna", "mt_bench_rouge_l", "vicuna_rouge_l"]
+
+
+def read_results(results: Path) -> list[dict]:
+    runs = []
+    for file in sorted(results.rglob("*seed*.json")):
         try:
             run = json.loads(file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             print(f"skipping unreadable {file}", file=sys.stderr)
             continue
-        if not isinstance(run, dict) or run.get("family") != "glue":
+        if isinstance(run, dict) and "family" in run:
+            runs.append(run)
+    return runs
+
+
+def generation_table(runs: list[dict], family: str, metrics: list[str]) -> pd.DataFrame:
+    """Mean over seeds per (model, method, variant), as the paper reports E2E (mean of 3 runs)."""
+    rows = [{"model": r["model"], "method": r["method"], "variant": variant(r["config"]["method"]),
+             "params": r["trainable_params"], "seed": r["seed"], **{m: r["metrics"].get(m) for m in metrics}}
+            for r in runs if r["family"] == family]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    table = frame.groupby(["model", "method", "variant"]).agg(
+        params=("params", "median"), seeds=("seed", "nunique"), **{m: (m, "mean") for m in metrics}).reset_index()
+    paper = PAPER_E2E if family == "e2e" else PAPER_INSTRUCT
+    extra = []
+    for (model, method), values in paper.items():
+        params, scores = values if family == "e2e" else (float("nan"), values)
+        extra.append({"model": model, "method": f"{method} (paper)", "variant": "", "params": params, "seeds": 3,
+                      **dict(zip(metrics, scores))})
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+
+
+def load_runs(results: Path) -> pd.DataFrame:
+    rows = []
+    for run in read_results(results):
+        if run["family"] != "glue":
             continue
         main = run["main_metric"]
         rows.append({
@@ -91,7 +134,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         if col == "params":
             return f"{v / 1e6:.3f}M" if v >= 1e4 else f"{int(v)}"
         if isinstance(v, float):
-            return f"{v:.1f}"
+            return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
 
     cols = list(table.columns)
@@ -135,12 +178,25 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
     args = parser.parse_args(argv)
     runs = load_runs(args.results)
-    if runs.empty:
-        print(f"no GLUE results under {args.results}", file=sys.stderr)
+    all_runs = read_results(args.results)
+    if not all_runs:
+        print(f"no results under {args.results}", file=sys.stderr)
         return 1
     out = args.out or args.results / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    for which in ("best", "last"):
+    titles = {"e2e": "E2E NLG test set (our rows: the test MRs each run scored), mean over seeds; BLEU/METEOR/ROUGE-L x100",
+              "instruct": "Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; "
+                          "the paper's judge is GPT-4, ours is whatever judge= the run used"}
+    for family, metrics in (("e2e", E2E_METRICS), ("instruct", INSTRUCT_METRICS)):
+        table = generation_table(all_runs, family, metrics)
+        if table.empty:
+            continue
+        md = f"{titles[family]}\n\n" + to_markdown(table) + "\n"
+        write_atomic(out / f"{family}.md", md)
+        table.to_csv(out / f"{family}.csv.tmp", index=False)
+        (out / f"{family}.csv.tmp").replace(out / f"{family}.csv")
+        print(md)
+    for which in ("best", "last") if not runs.empty else ():
         table = aggregate(runs, which)
         if which == "best":
             table = pd.concat([table, paper_rows(set(table["model"]))], ignore_index=True)

@@ -1,0 +1,156 @@
+"""E2E and instruction-tuning recipes end to end on tiny random decoders; the judge client on loopback."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments import e2e, instruct
+from experiments.judge import OpenAIJudge, grade, load_prompts, parse_rating
+from experiments.nlg_metrics import e2e_scores, group_references
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (SHARED / "e2e_nlg").is_dir(), reason="local data mirror not present")
+
+
+def config(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[
+            "logger=none", f"results_dir={tmp_path / 'results'}", f"checkpoint_dir={tmp_path / 'ckpt'}",
+            "trainer.max_train_samples=16", "trainer.epochs=1", "trainer.batch_size=8", "trainer.max_length=64",
+            "trainer.progress_bar=false", "trainer.save_strategy=no", *overrides])
+
+
+@needs_data
+@pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora")])
+def test_e2e_runner(tmp_path, model, method):
+    cfg = config(tmp_path, "task=e2e", f"model={model}", f"method={method}", "task.max_test_mrs=3",
+                 "task.decoding.num_beams=2", "task.decoding.max_new_tokens=6", *(["method.n=40"] if method == "fourierft" else []))
+    e2e.run(cfg)
+    result_file = next((tmp_path / "results").rglob("*seed0.json"))
+    result = json.loads(result_file.read_text())
+    assert set(result["metrics"]) == {"bleu", "nist", "meteor", "rouge_l", "cider"}
+    assert result["test_mrs"] == 3 and result["train_examples"] == 16
+    predictions = [json.loads(l) for l in open(result_file.with_suffix("") / "predictions.jsonl")]
+    assert len(predictions) == 3 and all(len(p["references"]) >= 1 for p in predictions)
+    expected = {("tiny_gpt2", "fourierft"): 2 * 40, ("tiny_llama", "fourierft"): 2 * 2 * 40,
+                ("tiny_gpt2", "lora"): 2 * 8 * (32 + 96)}[(model, method)]
+    assert result["trainable_params"] == expected
+
+
+def test_e2e_scores_against_libraries():
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    refs = [["the eagle is a cheap pub", "eagle is a pub near the river"], ["blue spice is a coffee shop"]]
+    preds = ["the eagle is a cheap pub near the river", "blue spice coffee shop"]
+    scores = e2e_scores(preds, refs)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [["the eagle is a cheap pub", "blue spice is a coffee shop"], ["eagle is a pub near the river", None]]).score)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    expected_rouge = (max(scorer.score(r, preds[0])["rougeL"].fmeasure for r in refs[0]) + scorer.score(refs[1][0], preds[1])["rougeL"].fmeasure) / 2
+    assert scores["rouge_l"] == pytest.approx(100 * expected_rouge)
+    perfect = e2e_scores(["blue spice is a coffee shop"], [["blue spice is a coffee shop"]])
+    assert perfect["bleu"] == pytest.approx(100) and perfect["meteor"] > 99 and perfect["rouge_l"] == pytest.approx(100)
+    assert scores["meteor"] < perfect["meteor"] and scores["cider"] > 0
+
+
+def test_references_grouped_by_mr():
+    grouped = group_references(["a", "b", "a"], ["x", "y", "z"])
+    assert list(grouped) == ["a", "b"] and grouped["a"] == ["x", "z"]
+
+
+class _Judge(BaseHTTPRequestHandler):
+    requests = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Judge.requests.append((self.headers.get("Authorization"), body))
+        reply = {"choices": [{"message": {"role": "assistant", "content": "Fine answer. Rating: [[7]]"}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_server():
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Judge.requests.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@needs_data
+def test_openai_judge_client_on_loopback(judge_server):
+    bench = SHARED / "mt_bench_vicuna"
+    prompts = load_prompts(bench)
+    questions, refs = instruct.load_bench(bench, "mt_bench")
+    math_q = next(q for q in questions if q["category"] == "math")
+    writing_q = next(q for q in questions if q["category"] == "writing")
+    judge = OpenAIJudge(judge_server, "judge-model", api_key="sk-test")
+    graded = grade(judge, prompts, [writing_q, math_q], {writing_q["question_id"]: ["a1", "a2"], math_q["question_id"]: ["b1", "b2"]}, refs)
+    assert [g["score"] for g in graded] == [7.0] * 4
+    auth, body = _Judge.requests[0]
+    assert auth == "Bearer sk-test" and body["model"] == "judge-model" and body["temperature"] == 0
+    assert "[Question]\n" + writing_q["turns"][0] in body["messages"][1]["content"]
+    # math turns carry the reference answer, second turns the whole conversation
+    math_turn2 = _Judge.requests[3][1]["messages"][1]["content"]
+    assert refs[math_q["question_id"]][1] in math_turn2 and "b1" in math_turn2 and "b2" in math_turn2
+
+
+def test_rating_parse():
+    assert parse_rating("... Rating: [[8.5]]") == 8.5
+    assert parse_rating("Rating: [6]") == 6.0
+    assert parse_rating("no score here") == -1.0
+
+
+@needs_data
+def test_instruct_runner_answers_and_judges(tmp_path, judge_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", judge_server)
+    cfg = config(tmp_path, "task=alpaca", "model=tiny_llama", "method=fourierft", "method.n=30", "judge=openai",
+                 "task.max_questions=2", "task.max_new_tokens=5", "judge.model=stub")
+    instruct.run(cfg)
+    result_file = next((tmp_path / "results").rglob("*seed0.json"))
+    result = json.loads(result_file.read_text())
+    assert result["metrics"]["mt_bench"] == 7.0 and result["metrics"]["vicuna"] == 7.0
+    assert result["questions"] == {"mt_bench": 2, "vicuna": 2}
+    answers = [json.loads(l) for l in open(result_file.with_suffix("") / "mt_bench_answers.jsonl")]
+    assert all(len(a["turns"]) == 2 for a in answers)  # MT-Bench is two-turn
+    # GPT-4 reference answers exist only for math/reasoning/coding questions: none among the first two
+    assert result["metrics"]["vicuna_rouge_l"] is None and result["metrics"]["mt_bench_rouge_l"] is None
+
+
+def test_rouge_l_uses_only_questions_with_references():
+    from rouge_score import rouge_scorer
+
+    answers = {1: ["the cat sat", "on the mat"], 2: ["unreferenced"]}
+    score = instruct.rouge_l(answers, {1: ["a cat sat", "on a mat"]})
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    expected = (scorer.score("a cat sat", "the cat sat")["rougeL"].fmeasure + scorer.score("on a mat", "on the mat")["rougeL"].fmeasure) / 2
+    assert score == pytest.approx(100 * expected)
+
+
+def test_alpaca_template_and_response_only_loss():
+    from experiments.causal_models import gpt2_tokenizer_folder
+    from transformers import GPT2Tokenizer
+
+    tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_folder()))
+    example = {"instruction": "Add the numbers.", "input": "2, 3", "output": "5"}
+    text = instruct.alpaca_prompt(example)
+    assert text.endswith("### Input:\n2, 3\n\n### Response:\n")
+    assert "### Input" not in instruct.alpaca_prompt({**example, "input": ""})
+    row = e2e.tokenize_pair(tok, text, example["output"], 512)
+    n_prompt = len(tok(text)["input_ids"])
+    assert row["labels"][:n_prompt] == [-100] * n_prompt
+    assert row["labels"][n_prompt:] == tok("5")["input_ids"] + [tok.eos_token_id]
