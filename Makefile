@@ -7,6 +7,7 @@ SEEDS ?= 0,11111,22222,33333,44444
 TASKS ?= sst2,mrpc,cola,qnli,rte,stsb
 MODEL ?= roberta_base
 GLUE_METHODS ?= fourierft,lora
+INSTRUCT_METHODS ?= fourierft
 OVERRIDES ?=
 STAMP := .make/installed
 
@@ -40,7 +41,7 @@ demo-e2e: $(STAMP) wordnet
 
 # Alpaca instruction tuning on SmolLM2-135M, MT-Bench + Vicuna answers judged by a local model
 demo-instruct: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/instruct method=fourierft,lora $(OVERRIDES)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/instruct method=$(INSTRUCT_METHODS) $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results/demo
 
 tables: $(STAMP)
