@@ -12,7 +12,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .methods import param_groups
-from .results import config_id
+from .results import config_id, git_commit
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Run:
         self.result_file = Path(cfg.results_dir) / family / cfg.model.name / task / f"{stem}.json"
         self.artifacts = self.result_file.with_suffix("")  # adapter, predictions
         self.checkpoints = Path(cfg.checkpoint_dir) / f"{family}-{cfg.model.name}-{task}-{stem}"
+        self.commit = git_commit()  # the code this run started with, even if the tree changes while it runs
 
     def finished(self):
         """The stored result when this exact run is done and overwrite is off, else None."""
@@ -90,7 +91,7 @@ def write_result(run: Run, *, started: float, trainable: int, total: int, head_p
     """The results JSON every recipe writes: identity, cost, and the recipe's own fields (metrics...)."""
     import time
 
-    from .results import environment, git_commit, peak_memory_mb, write_json_atomic
+    from .results import environment, peak_memory_mb, write_json_atomic
 
     cfg = run.cfg
     result = {
@@ -98,7 +99,7 @@ def write_result(run: Run, *, started: float, trainable: int, total: int, head_p
         "seed": cfg.seed, "config_id": run.id, "trainable_params": trainable, "head_params": head_params,
         "total_params": total, "adapter_bytes": adapter_bytes, **fields,
         "wall_time_s": time.time() - started, "peak_memory": peak_memory_mb(),
-        "git_commit": git_commit(), **environment(), "config": OmegaConf.to_container(cfg, resolve=True),
+        "git_commit": run.commit, **environment(), "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json_atomic(run.result_file, result)
     run.cleanup()

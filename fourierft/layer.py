@@ -81,7 +81,7 @@ class FourierFTLayer(nn.Module):
         if path == "spectral":
             return self.base_layer(x) + SpectralDelta.apply(x, self.coefficients, self.plan(), self.scaling)
         bias = self.base_layer.bias
-        return MergedLinear.apply(x, self.coefficients, self.weight_view(), bias, self.plan(), self.scaling).to(x.dtype)
+        return MergedLinear.apply(x, self.coefficients, self.weight_view(), bias, self.plan(), self.scaling)
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -114,6 +114,9 @@ class MergedLinear(torch.autograd.Function):
         out = F.linear(x.to(merged.dtype), merged, None if bias is None else bias.to(merged.dtype))
         ctx.save_for_backward(x, coef, weight)
         ctx.plan, ctx.scaling, ctx.has_bias = plan, scaling, bias is not None
+        # backward runs outside autocast: remember it so the input-gradient GEMM runs in the forward's precision
+        device = x.device.type
+        ctx.autocast = (device, torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
         return out
 
     @staticmethod
@@ -123,6 +126,8 @@ class MergedLinear(torch.autograd.Function):
         grad_x = grad_coef = grad_bias = None
         if ctx.needs_input_grad[0]:
             merged = weight + plan.delta_weight(coef, scaling).to(weight.dtype)
+            if ctx.autocast is not None:
+                merged = merged.to(ctx.autocast[1])
             grad_x = (grad_out.to(merged.dtype) @ merged).to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_coef = plan.coef_grad(x, grad_out, scaling)
@@ -138,7 +143,10 @@ class SpectralDelta(torch.autograd.Function):
     def forward(ctx, x, coef, plan: SpectralPlan, scaling: float):
         ctx.save_for_backward(x, coef)
         ctx.plan, ctx.scaling = plan, scaling
-        return plan.apply(x, coef, scaling).to(x.dtype)
+        device = x.device.type
+        # under autocast the frozen base returns the autocast dtype: match it so the sum keeps that dtype
+        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        return plan.apply(x, coef, scaling).to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_out):

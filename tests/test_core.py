@@ -172,3 +172,20 @@ def test_auto_path_picks_spectral_for_few_tokens():
     assert wide.choose_path(torch.zeros(32, 512, 1024)) == "merged"
     ff.set_path(nn.Sequential(layer), "dense")
     assert layer.choose_path(torch.zeros(1, 64)) == "dense"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_autocast_bf16_training_step(path):
+    """Mixed precision as Trainer runs it: fp32 base under autocast; gradients stay close to the fp32 reference."""
+    layer = make_layer("linear", 32, 24, 80, path=path)
+    x = torch.randn(4, 24, requires_grad=True)
+    ref_layer = make_layer("linear", 32, 24, 80, path="dense")
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref_layer(x_ref).square().sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    assert layer.coefficients.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    assert rel_err(layer.coefficients.grad, ref_layer.coefficients.grad) < 5e-2
+    assert rel_err(x.grad, x_ref.grad) < 5e-2
