@@ -26,7 +26,7 @@ wordnet:
 	bash scripts/install_wordnet.sh
 
 test: $(STAMP) wordnet
-	$(PYTHON) -m pytest -q
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q
 
 # FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data, offline, on CPU.
 demo: $(STAMP)

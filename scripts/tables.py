@@ -149,7 +149,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for _, row in table.iterrows():
         paper = "(paper)" in row["method"]
         label = f"{row['model']} {row['method']} {row['variant']}".strip()
@@ -157,7 +157,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
         ax.annotate(label, (max(row["params"], 1), row["avg"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (excluding the task head)")
-    ax.set_ylabel("GLUE average over the tasks run (best epoch, median of seeds)")
+    ax.set_ylabel("GLUE avg of tasks run (best epoch, median)")
+    ax.margins(x=0.25, y=0.1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")

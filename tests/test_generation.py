@@ -19,7 +19,8 @@ needs_data = pytest.mark.skipif(not (SHARED / "e2e_nlg").is_dir(), reason="local
 def config(tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[
-            "logger=none", f"results_dir={tmp_path / 'results'}", f"checkpoint_dir={tmp_path / 'ckpt'}",
+            "logger=none", f"results_dir={tmp_path / 'results'}", f"data.e2e_dir={SHARED / 'e2e_nlg'}",
+            f"data.alpaca_file={SHARED / 'alpaca' / 'alpaca_5000.json'}", f"data.bench_dir={SHARED / 'mt_bench_vicuna'}", f"checkpoint_dir={tmp_path / 'ckpt'}",
             "trainer.max_train_samples=16", "trainer.epochs=1", "trainer.batch_size=8", "trainer.max_length=64",
             "trainer.progress_bar=false", "trainer.save_strategy=no", *overrides])
 
