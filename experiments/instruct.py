@@ -65,9 +65,10 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_bench(bench_dir: Path, name: str, limit=None):
+def load_bench(bench_dir: Path, name: str, limit=None, categories=None):
     folder = bench_dir / BENCHES[name]
-    questions = read_jsonl(folder / "question.jsonl")[:limit]
+    questions = [q for q in read_jsonl(folder / "question.jsonl") if not categories or q["category"] in categories]
+    questions = questions[:limit]
     refs = {}
     ref_file = folder / "reference_answer" / "gpt-4.jsonl"
     if ref_file.is_file():
@@ -161,7 +162,7 @@ def run(cfg: DictConfig) -> float:
     metrics, counts = {}, {}
     run_.artifacts.mkdir(parents=True, exist_ok=True)
     for bench in cfg.task.benches:
-        questions, refs = load_bench(bench_dir, bench, cfg.task.max_questions)
+        questions, refs = load_bench(bench_dir, bench, cfg.task.max_questions, cfg.task.categories)
         answers = answer(model, tokenizer, questions, cfg.task.max_new_tokens)
         with open(run_.artifacts / f"{bench}_answers.jsonl", "w") as f:
             for q in questions:

@@ -70,7 +70,9 @@ class OpenAIJudge:
 
 
 class LocalJudge:
-    """A local chat model as judge (weaker than GPT-4; for offline runs and smoke tests)."""
+    """A local chat model as judge, for offline runs. Small models rarely keep FastChat's "[[rating]]" format,
+    so when the free judgment holds no rating, the rating is read off the model's likelihood instead: after the
+    judgment and "Rating: [[", the k in 1..10 whose "k]]" is most probable. Far weaker than GPT-4."""
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 256, name: str = "local"):
         self.model, self.tokenizer, self.max_new_tokens, self.name = model, tokenizer, max_new_tokens, name
@@ -80,11 +82,30 @@ class LocalJudge:
 
         from .instruct import encode_conversation
 
-        ids = encode_conversation(self.tokenizer, messages).to(self.model.device)
+        ids = encode_conversation(self.tokenizer, messages)["input_ids"].to(self.model.device)
         with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        judgment = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        if parse_rating(judgment) < 0:
+            judgment += f"\n[rating read from the judge's likelihood] Rating: [[{self.likeliest_rating(out[0])}]]"
+        return judgment
+
+    def likeliest_rating(self, context) -> int:
+        import torch
+
+        prefix = torch.cat([context, self._ids("\nRating: [[").to(context.device)])
+        scores = []
+        for k in range(1, 11):
+            cont = self._ids(f"{k}]]").to(context.device)
+            seq = torch.cat([prefix, cont])[None]
+            with torch.no_grad():
+                logp = torch.log_softmax(self.model(input_ids=seq).logits[0, -len(cont) - 1:-1].float(), -1)
+            scores.append(logp.gather(1, cont[:, None]).sum().item())
+        return 1 + max(range(10), key=scores.__getitem__)
+
+    def _ids(self, text: str):
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
 
 
 def grade(judge, prompts: dict, questions: list[dict], answers: dict, references: dict) -> list[dict]:

@@ -155,3 +155,26 @@ def test_alpaca_template_and_response_only_loss():
     n_prompt = len(tok(text)["input_ids"])
     assert row["labels"][:n_prompt] == [-100] * n_prompt
     assert row["labels"][n_prompt:] == tok("5")["input_ids"] + [tok.eos_token_id]
+
+
+def test_local_judge_reads_rating_from_likelihood_when_format_is_missing():
+    import torch
+    from experiments.causal_models import gpt2_tokenizer_folder
+    from experiments.judge import LocalJudge
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_folder()))
+    tok.pad_token = tok.eos_token
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=512)).eval()
+    judge = LocalJudge(model, tok, max_new_tokens=4)
+    context = tok("Judge this.", return_tensors="pt")["input_ids"][0]
+    # make one rating overwhelmingly likely by biasing the LM head towards the token "7"
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+    seven = tok("7", add_special_tokens=False)["input_ids"][0]
+    model.lm_head.bias = torch.nn.Parameter(torch.zeros(len(tok)))
+    model.lm_head.bias.data[seven] = 20.0
+    assert judge.likeliest_rating(context) == 7
+    assert parse_rating(judge([{"role": "user", "content": "Rate it."}])) == 7.0
