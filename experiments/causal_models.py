@@ -98,3 +98,14 @@ def four_bit_config():
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_adapted_causal_lm(cfg):
+    """(model with the run's method applied, tokenizer, trainable params, total params)."""
+    import fourierft as ff
+
+    from .methods import apply_method
+
+    model, tokenizer = load_causal_lm(cfg.model, cfg.model.get("dtype", "fp32"))
+    model = apply_method(model, cfg.method, cfg.model.target_modules, cfg.model.head)
+    return (model, tokenizer, *ff.trainable_parameters(model))

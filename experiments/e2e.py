@@ -10,14 +10,11 @@ import torch
 from omegaconf import DictConfig
 from transformers import DataCollatorForSeq2Seq, set_seed
 
-import fourierft as ff
-
-from .causal_models import load_causal_lm
+from .causal_models import load_adapted_causal_lm
 from .e2e_data import load_e2e, prompt
-from .glue import subsample
-from .methods import apply_method, save_trained
+from .methods import save_trained
 from .nlg_metrics import e2e_scores, group_references
-from .training import Run, TwoRateTrainer, write_result
+from .training import Run, TwoRateTrainer, subsample, write_result
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +53,7 @@ def run(cfg: DictConfig) -> float:
     started = time.time()
     set_seed(cfg.seed)
     data, source = load_e2e(cfg.data.e2e_dir, cfg.data.e2e_fallback_dirs)
-    model, tokenizer = load_causal_lm(cfg.model, cfg.model.get("dtype", "fp32"))
-    model = apply_method(model, cfg.method, cfg.model.target_modules, cfg.model.head)
-    trainable, total = ff.trainable_parameters(model)
+    model, tokenizer, trainable, total = load_adapted_causal_lm(cfg)
     length = cfg.trainer.max_length
 
     train = subsample(data["train"], cfg.trainer.max_train_samples, cfg.seed)

@@ -15,7 +15,7 @@ import fourierft as ff
 from .glue_data import get_task, load_glue
 from .methods import apply_method, head_parameter, save_trained
 from .models import load_classifier
-from .training import Run, TwoRateTrainer, write_result
+from .training import Run, TwoRateTrainer, subsample, write_result
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,6 @@ def compute_metrics(task, predictions, labels) -> dict:
     if "matthews" in task.metrics:
         scores["matthews"] = 100 * matthews_corrcoef(labels, preds)
     return scores
-
-
-def subsample(dataset, limit, seed):
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(limit))
 
 
 def run(cfg: DictConfig) -> float:

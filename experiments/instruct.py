@@ -13,15 +13,12 @@ from datasets import Dataset, load_dataset
 from omegaconf import DictConfig
 from transformers import DataCollatorForSeq2Seq, set_seed
 
-import fourierft as ff
-
-from .causal_models import load_causal_lm
+from .causal_models import load_adapted_causal_lm, load_causal_lm
 from .e2e import tokenize_pair
-from .glue import subsample
 from .hub import hub_reachable
 from .judge import LocalJudge, OpenAIJudge, grade, load_prompts
-from .methods import apply_method, save_trained
-from .training import Run, TwoRateTrainer, write_result
+from .methods import save_trained
+from .training import Run, TwoRateTrainer, subsample, write_result
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +64,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def load_bench(bench_dir: Path, name: str, limit=None, categories=None):
     folder = bench_dir / BENCHES[name]
-    questions = [q for q in read_jsonl(folder / "question.jsonl") if not categories or q["category"] in categories]
-    questions = questions[:limit]
+    questions = read_jsonl(folder / "question.jsonl")
+    if categories:  # the first `limit` of each listed category
+        questions = [q for c in categories for q in [q for q in questions if q["category"] == c][:limit]]
+    else:
+        questions = questions[:limit]
     refs = {}
     ref_file = folder / "reference_answer" / "gpt-4.jsonl"
     if ref_file.is_file():
@@ -145,9 +145,7 @@ def run(cfg: DictConfig) -> float:
     started = time.time()
     set_seed(cfg.seed)
     data, source = load_alpaca(cfg.data.alpaca_file, cfg.data.alpaca_fallbacks)
-    model, tokenizer = load_causal_lm(cfg.model, cfg.model.get("dtype", "fp32"))
-    model = apply_method(model, cfg.method, cfg.model.target_modules, cfg.model.head)
-    trainable, total = ff.trainable_parameters(model)
+    model, tokenizer, trainable, total = load_adapted_causal_lm(cfg)
     train = subsample(data, cfg.trainer.max_train_samples, cfg.seed)
     train = train.map(lambda r: tokenize_pair(tokenizer, alpaca_prompt(r), r["output"], cfg.trainer.max_length),
                       remove_columns=train.column_names)

@@ -30,6 +30,13 @@ class TwoRateTrainer(Trainer):
         return self.optimizer
 
 
+def subsample(dataset, limit, seed):
+    """A seeded random subset of `limit` examples (all of them when limit is None)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
 def mixed_precision(setting: str) -> dict:
     """"auto": bf16 where the GPU has it, else fp16 on CUDA, fp32 on CPU."""
     if setting == "auto":
