@@ -79,7 +79,7 @@ def generation_table(runs: list[dict], family: str, metrics: list[str]) -> pd.Da
     extra = []
     for (model, method), values in paper.items():
         params, scores = values if family == "e2e" else (float("nan"), values)
-        extra.append({"model": model, "method": f"{method} (paper)", "variant": "", "params": params, "seeds": 3,
+        extra.append({"model": model, "method": f"{method} (paper)", "variant": "", "params": params, "seeds": 3 if family == "e2e" else float("nan"),
                       **dict(zip(metrics, scores))})
     return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
 
@@ -131,6 +131,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     def fmt(v, col):
         if pd.isna(v):
             return "-"
+        if col == "seeds":
+            return str(int(v))
         if col == "params":
             return f"{v / 1e6:.3f}M" if v >= 1e4 else f"{int(v)}"
         if isinstance(v, float):
