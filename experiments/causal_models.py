@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Tokenizer
 
-from .hub import hub_reachable
+from .hub import local_or_hub
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -74,10 +74,7 @@ def load_causal_lm(model_cfg, dtype: str = "fp32"):
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
     elif source == "hub":
-        path = model_cfg.name_or_path
-        if not Path(str(path)).expanduser().exists() and not hub_reachable():
-            raise RuntimeError(f"model {model_cfg.name!r} ({path}) is neither a local folder nor reachable on the "
-                               "hub; set model.name_or_path=/local/folder or use the offline default model=smollm2")
+        path = local_or_hub(model_cfg, offline_default="smollm2")
         kwargs = {}
         if model_cfg.get("load_in_4bit"):
             kwargs["quantization_config"] = four_bit_config()

@@ -1,12 +1,10 @@
 """Pretrained (or, for tests, random) backbones and their tokenizers, from the hub or from disk."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .causal_models import package_dir
-from .hub import hub_reachable
+from .hub import local_or_hub
 
 SOURCES = ("hub", "package", "random")
 
@@ -25,14 +23,7 @@ def package_path(package: str) -> str:
 def resolve_path(model_cfg) -> str:
     if model_cfg.source == "package":
         return package_path(model_cfg.package)
-    path = model_cfg.name_or_path
-    if Path(str(path)).expanduser().exists():
-        return str(Path(path).expanduser())
-    if not hub_reachable():
-        raise RuntimeError(
-            f"model {model_cfg.name!r} ({path}) is neither a local folder nor reachable on the Hugging Face hub; "
-            "set model.name_or_path=/local/folder, or use the offline default model=minilm")
-    return path
+    return local_or_hub(model_cfg, offline_default="minilm")
 
 
 def load_classifier(model_cfg, num_labels: int):
