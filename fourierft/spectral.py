@@ -44,6 +44,9 @@ class SpectralPlan:
         self.v_half, self.v_conj = _half(v, d_in)
         self.out_fold = _hermitian_fold(u, d_out)
         self.in_fold = _hermitian_fold(v, d_in)
+        # Re(G[u] X[v]) = Gr Xr - sign * Gi Xi: reading a mirrored bin off a half spectrum conjugates it, and
+        # conjugating exactly one of the two factors flips the sign of the Gi Xi term
+        self.pair_sign = torch.where(self.u_conj ^ self.v_conj, -1.0, 1.0)
         # 2-D fold onto the (d_out, d_in // 2 + 1) half spectrum that irfft2 reads
         neg_u, neg_v = (-u) % d_out, (-v) % d_in
         keep_pos, keep_neg = v <= d_in // 2, neg_v <= d_in // 2
@@ -82,11 +85,8 @@ class SpectralPlan:
         """dL/dc from the layer input and the output gradient: no d_out x d_in product."""
         xs = torch.fft.rfft(x.reshape(-1, self.d_in).float(), dim=-1)[:, self.v_half]
         gs = torch.fft.rfft(grad_out.reshape(-1, self.d_out).float(), dim=-1)[:, self.u_half]
-        # Re(G[u] X[v]) = Gr Xr - Gi Xi; reading a mirrored bin off a half spectrum conjugates it, and
-        # conjugating exactly one factor flips the sign of the Gi Xi term
         sums = (torch.view_as_real(gs) * torch.view_as_real(xs)).sum(0)
-        sign = torch.where(self.u_conj ^ self.v_conj, -1.0, 1.0).to(sums.dtype)
-        return (sums[:, 0] - sign * sums[:, 1]) * (scaling / (self.d_out * self.d_in))
+        return (sums[:, 0] - self.pair_sign * sums[:, 1]) * (scaling / (self.d_out * self.d_in))
 
     def cheaper_path(self, tokens: int) -> str:
         """"spectral" or "merged", by a flop count of what differs: two irfft2 of dW per step for merged,
@@ -95,6 +95,12 @@ class SpectralPlan:
         merged = 2 * m * n_in * math.log2(max(m * n_in, 2))
         spectral = 2 * tokens * (m * math.log2(max(m, 2)) + n_in * math.log2(max(n_in, 2))) + 4 * tokens * self.n
         return "spectral" if spectral < merged else "merged"
+
+
+def _autocast_dtype(x: torch.Tensor):
+    """The dtype autocast runs x's device in, or None outside autocast."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
 def dense_delta_weight(entries: torch.Tensor, coef: torch.Tensor, d_out: int, d_in: int, scaling: float) -> torch.Tensor:
@@ -115,8 +121,7 @@ class MergedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, coef, weight)
         ctx.plan, ctx.scaling, ctx.has_bias = plan, scaling, bias is not None
         # backward runs outside autocast: remember it so the input-gradient GEMM runs in the forward's precision
-        device = x.device.type
-        ctx.autocast = (device, torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
+        ctx.autocast_dtype = _autocast_dtype(x)
         return out
 
     @staticmethod
@@ -126,8 +131,8 @@ class MergedLinear(torch.autograd.Function):
         grad_x = grad_coef = grad_bias = None
         if ctx.needs_input_grad[0]:
             merged = weight + plan.delta_weight(coef, scaling).to(weight.dtype)
-            if ctx.autocast is not None:
-                merged = merged.to(ctx.autocast[1])
+            if ctx.autocast_dtype is not None:
+                merged = merged.to(ctx.autocast_dtype)
             grad_x = (grad_out.to(merged.dtype) @ merged).to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_coef = plan.coef_grad(x, grad_out, scaling)
@@ -143,10 +148,8 @@ class SpectralDelta(torch.autograd.Function):
     def forward(ctx, x, coef, plan: SpectralPlan, scaling: float):
         ctx.save_for_backward(x, coef)
         ctx.plan, ctx.scaling = plan, scaling
-        device = x.device.type
         # under autocast the frozen base returns the autocast dtype: match it so the sum keeps that dtype
-        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        return plan.apply(x, coef, scaling).to(out_dtype)
+        return plan.apply(x, coef, scaling).to(_autocast_dtype(x) or x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
