@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,7 +10,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import FourierFTConfig
-from .model import _modules_to_save, apply_fourierft, fourierft_layers
+from .files import atomic_path, write_atomic
+from .model import apply_fourierft, fourierft_layers, modules_to_save
+from .targets import is_within
 
 FORMAT = "fourierft-adapter"
 VERSION = 1
@@ -34,10 +34,10 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, layer in fourierft_layers(model):
         tensors[f"coefficients/{name}"] = layer.coefficients.detach().float().cpu().contiguous()
         tensors[f"entries/{name}"] = layer.entries.to(torch.int32).cpu().contiguous()
-    extra = set(_modules_to_save(model, config))
+    extra = set(modules_to_save(model, config))
     for pname, p in model.named_parameters():
         owner = pname.rpartition(".")[0]
-        in_saved = any(owner == m or owner.startswith(m + ".") for m in extra)
+        in_saved = any(is_within(owner, m) for m in extra)
         if in_saved or (config.bias == "all" and pname.endswith("bias")):
             tensors[f"trained/{pname}"] = p.detach().cpu().contiguous()
     return tensors
@@ -50,22 +50,20 @@ def save_adapter(model: nn.Module, path) -> int:
     if any(layer.merged for _, layer in fourierft_layers(model)):
         raise ValueError("unmerge(model) before save_adapter: merged weights hide the trained coefficients")
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = _dedupe_entries(adapter_tensors(model))
-    with tempfile.TemporaryDirectory(dir=path) as tmp:
-        weights_tmp = Path(tmp) / WEIGHTS_NAME
+    # weights first, then the config that certifies them: a kill in between leaves a sha256 mismatch, never a
+    # config describing weights it was not written with
+    with atomic_path(path / WEIGHTS_NAME) as weights_tmp:
         save_file(tensors, str(weights_tmp), metadata={"format": FORMAT})
-        meta = {
-            "format": FORMAT, "version": VERSION,
-            "config": model.fourierft_config.to_dict(),
-            "base_model": base_identity(model),
-            "sha256": _sha256(weights_tmp),
-            "adapter_bytes": weights_tmp.stat().st_size,
-        }
-        config_tmp = Path(tmp) / CONFIG_NAME
-        config_tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(weights_tmp, path / WEIGHTS_NAME)
-        os.replace(config_tmp, path / CONFIG_NAME)
+        digest, size = _sha256(weights_tmp), weights_tmp.stat().st_size
+    meta = {
+        "format": FORMAT, "version": VERSION,
+        "config": model.fourierft_config.to_dict(),
+        "base_model": base_identity(model),
+        "sha256": digest,
+        "adapter_bytes": size,
+    }
+    write_atomic(path / CONFIG_NAME, json.dumps(meta, indent=2))
     return adapter_bytes(path)
 
 

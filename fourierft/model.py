@@ -1,7 +1,6 @@
 """Putting FourierFT layers into a model, and taking them out again."""
 from __future__ import annotations
 
-import re
 from typing import Iterator, Optional
 
 import torch
@@ -10,46 +9,13 @@ from torch import nn
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .layer import SUPPORTED, FourierFTLayer, layer_shape
-
-# query/value projections per model family, tried in order (BERT/RoBERTa, LLaMA/Mistral/Qwen and
-# transformers-5 ViT, GPT-2, timm ViT, transformers-4 ViT names are the BERT ones)
-DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("c_attn",), ("qkv",))
-
-
-def _matches_suffix(name: str, key: str) -> bool:
-    return re.fullmatch(rf"(.*\.)?{key}", name) is not None
-
-
-def _is_target(name: str, targets) -> bool:
-    if isinstance(targets, str):
-        return re.fullmatch(targets, name) is not None
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
-def resolve_targets(model: nn.Module, config: FourierFTConfig) -> list[str]:
-    """Names of the modules config.target_modules selects (auto-detected when None)."""
-    names = [name for name, _ in model.named_modules() if name]
-    if config.target_modules is not None:
-        found = [n for n in names if _is_target(n, config.target_modules)]
-    else:
-        found = []
-        for family in DEFAULT_TARGETS:
-            found = [n for n, m in model.named_modules() if n and _is_target(n, family) and isinstance(m, SUPPORTED)]
-            if found:
-                break
-    if not found:
-        linears = [n for n, m in model.named_modules() if isinstance(m, SUPPORTED)]
-        shown = ", ".join(linears[:40]) + (f", ... ({len(linears)} in all)" if len(linears) > 40 else "")
-        what = (f"target_modules={config.target_modules!r} matches" if config.target_modules is not None
-                else "no query/value projection (query/value, q_proj/v_proj, c_attn, qkv) was detected:")
-        raise ValueError(f"{what} no module of {type(model).__name__}; set target_modules to suffixes "
-                         f"or a regex over these Linear/Conv1D modules: {shown or '(none)'}")
-    return found
+from .targets import find_modules, matches_regex_suffix, resolve_targets
 
 
 def n_for(name: str, config: FourierFTConfig) -> int:
+    """The n of module `name`: its n_pattern entry (keys as PEFT's n_frequency_pattern), else config.n."""
     for key, n in config.n_pattern.items():
-        if _matches_suffix(name, key):
+        if matches_regex_suffix(name, key):
             return n
     return config.n
 
@@ -62,7 +28,7 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
     """
     if any(isinstance(m, FourierFTLayer) for m in model.modules()):
         raise ValueError("this model already has FourierFT layers; unload() it first")
-    targets = resolve_targets(model, config)
+    targets = resolve_targets(model, config.target_modules)
     for name in targets:
         module = model.get_submodule(name)
         if not isinstance(module, SUPPORTED):
@@ -85,7 +51,7 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
                 drawn[key] = sample_entries(d_out, d_in, n, config.entry_seed, config.fc, config.bandwidth)
             layer_entries = drawn[key]
         _set_module(model, name, FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path))
-    for name in _modules_to_save(model, config):
+    for name in modules_to_save(model, config):
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
     if config.bias == "all":
@@ -96,10 +62,11 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
     return model
 
 
-def _modules_to_save(model: nn.Module, config: FourierFTConfig) -> list[str]:
+def modules_to_save(model: nn.Module, config: FourierFTConfig) -> list[str]:
+    """Names of the modules config.modules_to_save selects (suffixes); each key must match something."""
     names = []
     for key in config.modules_to_save or []:
-        hits = [n for n, _ in model.named_modules() if n and (n == key or n.endswith("." + key))]
+        hits = find_modules(model, [key])
         if not hits:
             raise ValueError(f"modules_to_save entry {key!r} matches no module of {type(model).__name__}")
         names += hits

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -11,9 +9,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import FourierFTConfig
+from .files import atomic_path, write_atomic
 from .io import adapter_tensors
 from .layer import SUPPORTED, layer_shape
-from .model import apply_fourierft, fourierft_layers, resolve_targets
+from .model import apply_fourierft, fourierft_layers, n_for
+from .targets import resolve_targets
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -64,13 +64,9 @@ def export_peft(model: nn.Module, path) -> None:
 
 
 def _write_atomically(path: Path, config: dict, tensors: dict) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path) as tmp:
-        save_file(tensors, os.path.join(tmp, PEFT_WEIGHTS), metadata={"format": "pt"})
-        with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
-            json.dump(config, f, indent=2)
-        for name in (PEFT_WEIGHTS, PEFT_CONFIG):
-            os.replace(os.path.join(tmp, name), path / name)
+    with atomic_path(path / PEFT_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_atomic(path / PEFT_CONFIG, json.dumps(config, indent=2))
 
 
 def import_peft(model: nn.Module, path) -> nn.Module:
@@ -93,10 +89,8 @@ def import_peft(model: nn.Module, path) -> nn.Module:
     if config.bias not in ("none", "all"):
         raise ValueError(f"PEFT bias={config.bias!r} is not supported here (accepted: 'none', 'all')")
     tensors = load_file(str(weights))
-    from .model import n_for
-
     entries = {}
-    for name in resolve_targets(model, config):
+    for name in resolve_targets(model, config.target_modules):
         module = model.get_submodule(name)
         if isinstance(module, SUPPORTED):
             d_out, d_in = layer_shape(module)

@@ -5,30 +5,29 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments import e2e, instruct
-from experiments.judge import OpenAIJudge, grade, load_prompts, parse_rating
-from experiments.nlg_metrics import e2e_scores, group_references
+from experiments.e2e import recipe as e2e
+from experiments.e2e.metrics import e2e_scores, group_references
+from experiments.instruct import recipe as instruct
+from experiments.instruct.data import load_bench
+from experiments.instruct.judge import OpenAIJudge, grade, load_prompts, parse_rating
+from experiments.shared.causal import tokenize_pair
+from experiments.shared.prompts import alpaca_prompt
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not (SHARED / "e2e_nlg").is_dir(), reason="local data mirror not present")
+from conftest import SHARED, needs_data
+
+GENERATION_RUN = ["trainer.max_length=64", "trainer.save_strategy=no"]
 
 
-def config(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[
-            "logger=none", f"results_dir={tmp_path / 'results'}", f"data.e2e_dir={SHARED / 'e2e_nlg'}",
-            f"data.alpaca_file={SHARED / 'alpaca' / 'alpaca_5000.json'}", f"data.bench_dir={SHARED / 'mt_bench_vicuna'}", f"checkpoint_dir={tmp_path / 'ckpt'}",
-            "trainer.max_train_samples=16", "trainer.epochs=1", "trainer.batch_size=8", "trainer.max_length=64",
-            "trainer.progress_bar=false", "trainer.save_strategy=no", *overrides])
+@pytest.fixture
+def config(fast_config):
+    return lambda *overrides: fast_config(*GENERATION_RUN, *overrides)
 
 
 @needs_data
 @pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora")])
-def test_e2e_runner(tmp_path, model, method):
-    cfg = config(tmp_path, "task=e2e", f"model={model}", f"method={method}", "task.max_test_mrs=3",
+def test_e2e_runner(tmp_path, config, model, method):
+    cfg = config("task=e2e", f"model={model}", f"method={method}", "task.max_test_mrs=3",
                  "task.decoding.num_beams=2", "task.decoding.max_new_tokens=6", *(["method.n=40"] if method == "fourierft" else []))
     e2e.run(cfg)
     result_file = next((tmp_path / "results").rglob("*seed0.json"))
@@ -96,7 +95,7 @@ def judge_server():
 def test_openai_judge_client_on_loopback(judge_server):
     bench = SHARED / "mt_bench_vicuna"
     prompts = load_prompts(bench)
-    questions, refs = instruct.load_bench(bench, "mt_bench")
+    questions, refs = load_bench(bench, "mt_bench")
     math_q = next(q for q in questions if q["category"] == "math")
     writing_q = next(q for q in questions if q["category"] == "writing")
     judge = OpenAIJudge(judge_server, "judge-model", api_key="sk-test")
@@ -117,9 +116,9 @@ def test_rating_parse():
 
 
 @needs_data
-def test_instruct_runner_answers_and_judges(tmp_path, judge_server, monkeypatch):
+def test_instruct_runner_answers_and_judges(tmp_path, config, judge_server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", judge_server)
-    cfg = config(tmp_path, "task=alpaca", "model=tiny_llama", "method=fourierft", "method.n=30", "judge=openai",
+    cfg = config("task=alpaca", "model=tiny_llama", "method=fourierft", "method.n=30", "judge=openai",
                  "task.max_questions=2", "task.max_new_tokens=5", "judge.model=stub")
     instruct.run(cfg)
     result_file = next((tmp_path / "results").rglob("*seed0.json"))
@@ -143,15 +142,15 @@ def test_rouge_l_uses_only_questions_with_references():
 
 
 def test_alpaca_template_and_response_only_loss():
-    from experiments.causal_models import gpt2_tokenizer_folder
-    from transformers import GPT2Tokenizer
+    from experiments.shared.backbones import gpt2_tokenizer_folder
+    from transformers import AutoTokenizer
 
-    tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_folder()))
+    tok = AutoTokenizer.from_pretrained(gpt2_tokenizer_folder())
     example = {"instruction": "Add the numbers.", "input": "2, 3", "output": "5"}
-    text = instruct.alpaca_prompt(example)
+    text = alpaca_prompt(example)
     assert text.endswith("### Input:\n2, 3\n\n### Response:\n")
-    assert "### Input" not in instruct.alpaca_prompt({**example, "input": ""})
-    row = e2e.tokenize_pair(tok, text, example["output"], 512)
+    assert "### Input" not in alpaca_prompt({**example, "input": ""})
+    row = tokenize_pair(tok, text, example["output"], 512)
     n_prompt = len(tok(text)["input_ids"])
     assert row["labels"][:n_prompt] == [-100] * n_prompt
     assert row["labels"][n_prompt:] == tok("5")["input_ids"] + [tok.eos_token_id]
@@ -159,11 +158,11 @@ def test_alpaca_template_and_response_only_loss():
 
 def test_local_judge_reads_rating_from_likelihood_when_format_is_missing():
     import torch
-    from experiments.causal_models import gpt2_tokenizer_folder
-    from experiments.judge import LocalJudge
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+    from experiments.instruct.judge import LocalJudge
+    from experiments.shared.backbones import gpt2_tokenizer_folder
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_folder()))
+    tok = AutoTokenizer.from_pretrained(gpt2_tokenizer_folder())
     tok.pad_token = tok.eos_token
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=512)).eval()

@@ -7,32 +7,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from experiments.glue import compute_metrics, run
-from experiments.glue_data import get_task, load_glue, read_tsv
+from experiments.glue.data import get_task, load_glue, read_tsv
+from experiments.glue.recipe import compute_metrics, run
 
-ROOT = Path(__file__).resolve().parents[1]
-GLUE = ROOT.parent / "shared" / "data" / "glue"
+from conftest import GLUE, ROOT, compose_config
+
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="local GLUE mirror (../shared/data/glue) not present")
+# two epochs, so that best and last epoch differ in meaning
+GLUE_RUN = ["model=tiny_bert", "trainer.max_train_samples=48", "trainer.max_eval_samples=40", "trainer.epochs=2",
+            "trainer.batch_size=16"]
 
 
-def config(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[
-            "model=tiny_bert", "logger=none", f"data.glue_dir={GLUE}", f"results_dir={tmp_path / 'results'}",
-            f"checkpoint_dir={tmp_path / 'ckpt'}", "trainer.max_train_samples=48", "trainer.max_eval_samples=40",
-            "trainer.epochs=2", "trainer.batch_size=16", "trainer.max_length=48", "trainer.progress_bar=false",
-            *overrides])
+@pytest.fixture
+def config(fast_config):
+    return lambda *overrides: fast_config(*GLUE_RUN, *overrides)
 
 
 @needs_glue
 @pytest.mark.parametrize("task", ["mrpc", "stsb", "cola"])
 @pytest.mark.parametrize("method", ["fourierft", "lora", "linear_probe"])
-def test_runner_writes_complete_results(tmp_path, task, method):
-    cfg = config(tmp_path, f"task={task}", f"method={method}", *(["method.n=64"] if method == "fourierft" else []))
+def test_runner_writes_complete_results(tmp_path, config, task, method):
+    cfg = config(f"task={task}", f"method={method}", *(["method.n=64"] if method == "fourierft" else []))
     score = run(cfg)
     files = list((tmp_path / "results").rglob("*seed*.json"))
     assert len(files) == 1
@@ -50,8 +48,8 @@ def test_runner_writes_complete_results(tmp_path, task, method):
 
 
 @needs_glue
-def test_finished_run_is_skipped_and_killed_run_resumes(tmp_path):
-    cfg = config(tmp_path, "task=rte", "trainer.keep_checkpoints=true")
+def test_finished_run_is_skipped_and_killed_run_resumes(tmp_path, config):
+    cfg = config("task=rte", "trainer.keep_checkpoints=true")
     run(cfg)
     result = next((tmp_path / "results").rglob("*seed*.json"))
     stamp = result.stat().st_mtime_ns
@@ -66,10 +64,10 @@ def test_finished_run_is_skipped_and_killed_run_resumes(tmp_path):
 
 
 @needs_glue
-def test_tables_from_runs(tmp_path):
+def test_tables_from_runs(tmp_path, config):
     for method in ("fourierft", "lora"):
         for seed in (0, 1):
-            run(config(tmp_path, "task=rte", f"method={method}", f"seed={seed}", *(["method.n=32"] if method == "fourierft" else [])))
+            run(config("task=rte", f"method={method}", f"seed={seed}", *(["method.n=32"] if method == "fourierft" else [])))
     out = tmp_path / "tables"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path / "results"),
                     "--out", str(out)], check=True, cwd=ROOT)
@@ -112,14 +110,14 @@ def test_local_tsv_reader(task, rows, first_label):
 
 def test_missing_data_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from experiments import hub
+    from experiments.shared import sources
 
-    hub.hub_reachable.cache_clear()
-    with pytest.raises(FileNotFoundError, match="Set data.glue_dir=.* or the FOURIERFT_GLUE_DIR variable"):
+    sources.hub_reachable.cache_clear()
+    with pytest.raises(FileNotFoundError, match="Set data.glue_dir=/path or the FOURIERFT_GLUE_DIR variable"):
         load_glue("rte", None, [tmp_path / "nowhere"])
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(FileNotFoundError, match="data.glue_dir=.* is not a folder"):
         load_glue("rte", str(tmp_path / "nowhere"))
-    hub.hub_reachable.cache_clear()
+    sources.hub_reachable.cache_clear()
 
 
 @needs_glue
@@ -139,34 +137,32 @@ def test_unknown_choices_list_the_options(tmp_path, override, match):
 
 
 def test_unknown_values_in_code_paths():
-    from experiments.methods import apply_method
-    from experiments.models import load_classifier
-    from omegaconf import OmegaConf
+    from experiments.shared.backbones import HubModel
+    from experiments.shared import sources
+    from transformers import AutoModelForSequenceClassification
 
     with pytest.raises(ValueError, match="unknown GLUE task 'mnli'; accepted: sst2"):
         get_task("mnli")
-    with pytest.raises(ValueError, match="unknown method 'dora'"):
-        apply_method(None, OmegaConf.create({"name": "dora"}), [], [])
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from experiments import hub
-
-    hub.hub_reachable.cache_clear()
+    sources.hub_reachable.cache_clear()
     try:
+        roberta = HubModel("roberta_base", "FacebookAI/roberta-base", ["query"], ["classifier"], offline_default="minilm")
         with pytest.raises(RuntimeError, match="offline default model=minilm"):
-            load_classifier(OmegaConf.create({"name": "roberta_base", "source": "hub", "name_or_path": "FacebookAI/roberta-base"}), 2)
+            roberta.load(AutoModelForSequenceClassification, num_labels=2)
     finally:
         del os.environ["HF_HUB_OFFLINE"]
-        hub.hub_reachable.cache_clear()
+        sources.hub_reachable.cache_clear()
 
 
 def test_presets_resolve_per_method():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        ff_cfg = compose("train", overrides=["experiment=glue/roberta_base/mrpc"])
-        lora_cfg = compose("train", overrides=["experiment=glue/roberta_base/mrpc", "method=lora"])
-        swept = compose("train", overrides=["experiment=glue/roberta_base/mrpc", "method.scaling=50", "trainer.epochs=2"])
-        large = compose("train", overrides=["experiment=glue/roberta_large/cola"])
+    ff_cfg = compose_config("experiment=glue/roberta_base/mrpc")
+    lora_cfg = compose_config("experiment=glue/roberta_base/mrpc", "method=lora")
+    probe_cfg = compose_config("experiment=glue/roberta_base/mrpc", "method=linear_probe")
+    swept = compose_config("experiment=glue/roberta_base/mrpc", "method.scaling=50", "trainer.epochs=2")
+    large = compose_config("experiment=glue/roberta_large/cola")
     assert (ff_cfg.model.name, ff_cfg.task.name) == ("roberta_base", "mrpc")
     assert (ff_cfg.method.scaling, ff_cfg.method.lr, ff_cfg.method.head_lr, ff_cfg.trainer.epochs) == (141, 5e-2, 6e-3, 30)
     assert (lora_cfg.method.r, lora_cfg.method.lr, lora_cfg.trainer.batch_size, lora_cfg.trainer.epochs) == (8, 4e-4, 16, 30)
+    assert (probe_cfg.method.lr, probe_cfg.method.head_lr, probe_cfg.trainer.epochs) == (6e-3, 6e-3, 30)
     assert (swept.method.scaling, swept.trainer.epochs) == (50, 2)
     assert (large.trainer.batch_size, large.trainer.max_length, large.method.scaling) == (128, 256, 120)

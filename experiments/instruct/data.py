@@ -1,0 +1,55 @@
+"""Alpaca training data (hub or a local JSON) and FastChat's MT-Bench / Vicuna questions (a local folder)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from datasets import Dataset, load_dataset
+
+from ..shared.sources import resolve_source
+
+BENCHES = {"mt_bench": "mt_bench", "vicuna": "vicuna_bench"}
+
+
+def read_alpaca(path: Path) -> Dataset:
+    return Dataset.from_list(json.loads(path.read_text()))
+
+
+def load_alpaca(path: Optional[str], fallbacks=()) -> tuple[Dataset, str]:
+    return resolve_source(
+        "Alpaca", setting="data.alpaca_file", env="FOURIERFT_ALPACA_FILE",
+        expects="a JSON list of {instruction, input, output}", configured=path, configured_kind="file",
+        local=read_alpaca, hub=lambda: load_dataset("tatsu-lab/alpaca", split="train"), hub_id="tatsu-lab/alpaca",
+        fallbacks=fallbacks, usable=Path.is_file)
+
+
+def find_bench_dir(configured: Optional[str], fallbacks=()) -> Path:
+    def usable(folder: Path) -> bool:
+        return (folder / "judge_prompts.jsonl").is_file()
+
+    folder, _ = resolve_source(
+        "MT-Bench/Vicuna questions", setting="data.bench_dir", env="FOURIERFT_BENCH_DIR",
+        expects="FastChat's fastchat/llm_judge/data folder (mt_bench/, vicuna_bench/, judge_prompts.jsonl)",
+        configured=configured, configured_kind="folder", local=lambda p: p, fallbacks=fallbacks, usable=usable)
+    return folder
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_bench(bench_dir: Path, name: str, limit=None, categories=None):
+    """(questions, GPT-4 reference answers by question id) of one bench."""
+    folder = bench_dir / BENCHES[name]
+    questions = read_jsonl(folder / "question.jsonl")
+    if categories:  # the first `limit` of each listed category
+        questions = [q for c in categories for q in [q for q in questions if q["category"] == c][:limit]]
+    else:
+        questions = questions[:limit]
+    refs = {}
+    ref_file = folder / "reference_answer" / "gpt-4.jsonl"
+    if ref_file.is_file():
+        refs = {r["question_id"]: r["choices"][0]["turns"] for r in read_jsonl(ref_file)}
+    return questions, refs

@@ -1,0 +1,7 @@
+"""Machinery every recipe shares: sources, backbones, methods, the Trainer, run bookkeeping. No recipe here."""
+from hydra.utils import instantiate
+
+
+def build(cfg):
+    """(method, backbone) objects from the run's method and model configs."""
+    return instantiate(cfg.method, _convert_="all"), instantiate(cfg.model, _convert_="all")

@@ -1,0 +1,190 @@
+"""Every fine-tuning method of the suite, one class each, counting parameters the same way.
+
+A method config (conf/method/<name>.yaml) names its class with `_target_` and holds its arguments; adding a
+method is one class here (or anywhere importable) plus one yaml. The task head (the model's `head` modules)
+always trains, at `head_lr`; everything else the method trains runs at `lr`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from torch import nn
+
+import fourierft as ff
+
+
+def in_head(pname: str, head: list) -> bool:
+    """Is this (possibly PEFT-prefixed) parameter part of the task head?"""
+    pname = pname.removeprefix("base_model.model.")
+    return any(ff.is_within(pname, h) for h in head)
+
+
+class Method:
+    """Base class: a name, the two learning rates and weight decay; `apply` decides what trains."""
+
+    def __init__(self, name: str, lr: float, head_lr: float, weight_decay: float = 0.0):
+        self.name, self.lr, self.head_lr, self.weight_decay = name, lr, head_lr, weight_decay
+
+    @property
+    def variant(self) -> str:
+        """What separates table rows of one method (sizes); learning rates and alpha stay inside a cell."""
+        return ""
+
+    def apply(self, model: nn.Module, targets: list, head: list) -> nn.Module:
+        """Make only what this method trains trainable (head included); return the model to train."""
+        raise NotImplementedError
+
+    def param_groups(self, model: nn.Module, head: list) -> list[dict]:
+        """Method parameters at lr, the head at head_lr."""
+        body, top = [], []
+        for pname, p in model.named_parameters():
+            if p.requires_grad:
+                (top if in_head(pname, head) else body).append(p)
+        groups = [{"params": body, "lr": self.lr, "weight_decay": self.weight_decay},
+                  {"params": top, "lr": self.head_lr, "weight_decay": self.weight_decay}]
+        return [g for g in groups if g["params"]]
+
+    def save(self, model: nn.Module, path: Path) -> int:
+        """Write what this method trained (adapter + head); return its size in bytes."""
+        path.mkdir(parents=True, exist_ok=True)
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(str(path))
+        else:
+            from safetensors.torch import save_file
+
+            state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+            save_file(state, str(path / "trained.safetensors"))
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class FourierFT(Method):
+    """This library's FourierFT (fourierft.apply_fourierft)."""
+
+    def __init__(self, name: str, lr: float, head_lr: float, n: int, scaling: float, weight_decay: float = 0.0,
+                 entry_seed: int = 2024, fc: Optional[float] = None, bandwidth: float = 200.0, init: str = "normal",
+                 path: str = "auto"):
+        super().__init__(name, lr, head_lr, weight_decay)
+        self.config = dict(n=n, scaling=scaling, entry_seed=entry_seed, fc=fc, bandwidth=bandwidth, init=init,
+                           path=path)
+
+    @property
+    def variant(self) -> str:
+        fc = self.config["fc"]
+        return f"n={self.config['n']}" + (f", fc={fc}" if fc is not None else "")
+
+    def apply(self, model, targets, head):
+        return ff.apply_fourierft(model, ff.FourierFTConfig(target_modules=targets, modules_to_save=head,
+                                                            **self.config))
+
+    def save(self, model, path):
+        return ff.save_adapter(model, path)
+
+
+class PeftMethod(Method):
+    """A method from Hugging Face PEFT: subclasses build its config."""
+
+    def __init__(self, name: str, lr: float, head_lr: float, weight_decay: float = 0.0,
+                 target_modules: Union[None, str, list] = None):
+        super().__init__(name, lr, head_lr, weight_decay)
+        # a method may override the model's targets, e.g. LoRA on every linear layer: method.target_modules=all-linear
+        self.target_modules = target_modules
+
+    def peft_config(self, targets, head):
+        raise NotImplementedError
+
+    def apply(self, model, targets, head):
+        import peft
+
+        override = self.target_modules
+        targets = override if isinstance(override, str) else list(override or targets)
+        return peft.get_peft_model(model, self.peft_config(targets, list(head)))
+
+
+class FourierFTPeft(PeftMethod):
+    """PEFT's FourierFT with the same hyperparameters as ours, to cross-check."""
+
+    def __init__(self, name, lr, head_lr, n: int, scaling: float, weight_decay=0.0, entry_seed: int = 2024):
+        super().__init__(name, lr, head_lr, weight_decay)
+        self.n, self.scaling, self.entry_seed = n, scaling, entry_seed
+
+    @property
+    def variant(self) -> str:
+        return f"n={self.n}"
+
+    def peft_config(self, targets, head):
+        import peft
+
+        return peft.FourierFTConfig(n_frequency=self.n, scaling=self.scaling, random_loc_seed=self.entry_seed,
+                                    target_modules=targets, modules_to_save=head, init_weights=False)
+
+
+class LoRA(PeftMethod):
+    def __init__(self, name, lr, head_lr, r: int, alpha: float, dropout: float = 0.0, weight_decay=0.0,
+                 target_modules=None):
+        super().__init__(name, lr, head_lr, weight_decay, target_modules)
+        self.r, self.alpha, self.dropout = r, alpha, dropout
+
+    @property
+    def variant(self) -> str:
+        return f"r={self.r}"
+
+    def peft_config(self, targets, head):
+        import peft
+
+        return peft.LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                               modules_to_save=head)
+
+
+class VeRA(PeftMethod):
+    def __init__(self, name, lr, head_lr, r: int, dropout: float = 0.0, weight_decay=0.0, target_modules=None):
+        super().__init__(name, lr, head_lr, weight_decay, target_modules)
+        self.r, self.dropout = r, dropout
+
+    @property
+    def variant(self) -> str:
+        return f"r={self.r}"
+
+    def peft_config(self, targets, head):
+        import peft
+
+        return peft.VeraConfig(r=self.r, target_modules=targets, modules_to_save=head, vera_dropout=self.dropout)
+
+
+class Unfrozen(Method):
+    """Methods that train existing parameters: subclasses say which (`trains`)."""
+
+    def trains(self, pname: str) -> bool:
+        raise NotImplementedError
+
+    def apply(self, model, targets, head):
+        for pname, p in model.named_parameters():
+            p.requires_grad_(in_head(pname, head) or self.trains(pname))
+        return model
+
+
+class BitFit(Unfrozen):
+    """Every bias and the head train."""
+
+    def trains(self, pname):
+        return pname.endswith("bias")
+
+
+class Full(Unfrozen):
+    def trains(self, pname):
+        return True
+
+
+class LinearProbe(Unfrozen):
+    """Only the head trains."""
+
+    def trains(self, pname):
+        return False
+
+
+def adapt(model: nn.Module, method: Method, backbone) -> tuple[nn.Module, dict]:
+    """Apply `method` to `model` on the backbone's targets and head; (model, parameter counts)."""
+    model = method.apply(model, backbone.target_modules, backbone.head)
+    trainable, total = ff.trainable_parameters(model)
+    head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and in_head(n, backbone.head))
+    return model, {"trainable": trainable, "total": total, "head_params": head, "variant": method.variant}

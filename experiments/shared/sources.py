@@ -1,0 +1,68 @@
+"""Where data and models come from: a configured local path, else the Hugging Face hub, else local fallbacks,
+else one error that names the setting to change. Every loader of the suite goes through `resolve_source`."""
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from pathlib import Path
+from typing import Callable, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Is the hub reachable? Asked once, quickly, so offline machines fall back at once."""
+    for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(flag, "0") not in ("0", "", "false"):
+            return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_source(what: str, *, setting: str, env: str, expects: str, configured: Optional[str],
+                   local: Callable[[Path], T], hub: Optional[Callable[[], T]] = None, hub_id: str = "",
+                   fallbacks: Sequence = (), usable: Callable[[Path], bool] = Path.exists,
+                   configured_kind: str = "path") -> tuple[T, str]:
+    """(data, where it came from).
+
+    Args:
+        what: what is loaded, for messages ("GLUE rte").
+        setting / env: the config key and environment variable that point at a local copy.
+        expects: what a local copy looks like, for messages.
+        configured: the setting's value; when set it is used and nothing else is tried.
+        local: reads a local copy. hub: reads from the hub (None: no hub source). hub_id: named in the result.
+        fallbacks: local copies tried when the hub is unreachable; the first `usable` one is read.
+        configured_kind: "folder" or "file" when `configured` must be one.
+    """
+    if configured:
+        path = Path(configured).expanduser()
+        kind_ok = {"folder": path.is_dir, "file": path.is_file}.get(configured_kind, path.exists)()
+        if not kind_ok:
+            raise FileNotFoundError(f"{setting}={configured} is not a {configured_kind} ({what}: {expects})")
+        return local(path), str(path)
+    if hub is not None and hub_reachable():
+        return hub(), f"hub:{hub_id}"
+    for candidate in fallbacks:
+        path = Path(candidate).expanduser()
+        if usable(path):
+            return local(path), str(path.resolve())
+    looked = ", ".join(map(str, fallbacks)) or "no fallback"
+    reason = "the Hugging Face hub is unreachable and " if hub is not None else ""
+    raise FileNotFoundError(f"{what}: {reason}no local copy was found (looked in {looked}). "
+                            f"Set {setting}=/path or the {env} variable to {expects}.")
+
+
+def local_or_hub(name: str, name_or_path: str, offline_default: str) -> str:
+    """A model's name_or_path as a local folder when it is one, else as a hub id when the hub answers."""
+    if Path(str(name_or_path)).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    if not hub_reachable():
+        raise RuntimeError(
+            f"model {name!r} ({name_or_path}) is neither a local folder nor reachable on the Hugging Face hub; "
+            f"set model.name_or_path=/local/folder, or use the offline default model={offline_default}")
+    return name_or_path
