@@ -11,7 +11,7 @@ INSTRUCT_METHODS ?= fourierft
 OVERRIDES ?=
 STAMP := .make/installed
 
-.PHONY: install wordnet test demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: install wordnet test test-fast lint demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -27,6 +27,13 @@ wordnet:
 
 test: $(STAMP) wordnet
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q
+
+# the same without the end-to-end runs (marked slow)
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
 
 # FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data, offline, on CPU.
 demo: $(STAMP)

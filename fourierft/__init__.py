@@ -4,8 +4,7 @@ from .entries import frequency_bias, radial_frequency, sample_entries
 from .files import atomic_path, write_atomic
 from .io import adapter_bytes, load_adapter, save_adapter
 from .layer import FourierFTLayer
-from .model import (apply_fourierft, fourierft_layers, merge, set_path, summary, trainable_parameters,
-                    unload, unmerge)
+from .model import apply_fourierft, fourierft_layers, merge, set_path, summary, trainable_parameters, unload, unmerge
 from .peft_interop import export_peft, import_peft
 from .targets import find_modules, is_suffix, is_within, matches, resolve_targets
 

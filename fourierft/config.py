@@ -12,28 +12,47 @@ BIASES = ("none", "all")
 
 @dataclass
 class FourierFTConfig:
-    """Hyperparameters of a FourierFT adapter.
+    """Hyperparameters of a FourierFT adapter: dW = scaling * Re(IDFT2(S)) per targeted layer, S zero except at n
+    entries shared by all layers of one shape. Every field's meaning is in its `metadata["help"]`
+    (`FourierFTConfig.help()` prints them all)."""
 
-    n: spectral coefficients per adapted layer. scaling: alpha in dW = alpha * Re(ifft2(S)).
-    entry_seed: seed of the entry draw (paper: 2024). target_modules: module-name suffixes, a regex
-    matched against the full name, or None to detect the model family's query/value projections.
-    fc / bandwidth: frequency bias of Eq. 5 (None = uniform, PEFT-compatible draw).
-    init: "normal" (paper, c ~ N(0, 1)) or "zeros". modules_to_save: modules trained in full.
-    bias: "none" or "all" (every bias of the model trains). n_pattern: per-module n, keyed like
-    target_modules suffixes. path: training path ("auto", "dense" reference, "merged", "spectral").
-    """
+    n: int = field(default=1000, metadata={"help": (
+        "Spectral coefficients trained per adapted layer (the paper's n; 1000 for RoBERTa/GPT-2/LLaMA q,v, "
+        "3000-10000 for ViT). Must fit the layer: 1 <= n <= d_out * d_in.")})
+    scaling: float = field(default=150.0, metadata={"help": (
+        "alpha in dW = alpha * Re(ifft2(S)). torch's ifft2 divides by d_out * d_in, so with c ~ N(0, 1) at init dW's "
+        "entries have size about alpha * sqrt(n / 2) / (d_out * d_in): the same alpha is far stronger on a small "
+        "matrix (384x384) than on a large one (4096x4096, 113x weaker). The paper tunes it per task (29-151 on "
+        "RoBERTa-base, 300 on GPT-2 and ViT); scale it with d_out * d_in when moving to another model size.")})
+    entry_seed: int = field(default=2024, metadata={"help": (
+        "Seed of the entry draw (paper: 2024). Uniform draws follow PEFT's rule, so adapters move between the two.")})
+    target_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": (
+        "Modules to adapt: a list of module-name suffixes (\"value\" selects \"...attention.self.value\"), a "
+        "regular expression over the full name, or None to detect the family's query/value projections "
+        "(query/value, q_proj/v_proj, c_attn, qkv).")})
+    fc: Optional[float] = field(default=None, metadata={"help": (
+        "Favoured central frequency of the frequency bias (Eq. 5), in bins from DC of the centred spectrum; None "
+        "draws entries uniformly (PEFT-compatible).")})
+    bandwidth: float = field(default=200.0, metadata={"help": "W of Eq. 5 (paper: 200); used only when fc is set."})
+    init: str = field(default="normal", metadata={"help": (
+        "Coefficient init: \"normal\" (c ~ N(0, 1), as the paper and its code: dW is not zero at start) or \"zeros\" "
+        "(dW starts at zero).")})
+    modules_to_save: Optional[list[str]] = field(default=None, metadata={"help": (
+        "Modules trained in full beside the adapter (a task head such as \"classifier\"), as name suffixes.")})
+    bias: str = field(default="none", metadata={"help": "\"none\", or \"all\": every bias of the model trains too."})
+    n_pattern: dict[str, int] = field(default_factory=dict, metadata={"help": (
+        "Per-module n: {key: n}, keys matched as regex suffixes of module names (PEFT's n_frequency_pattern).")})
+    path: str = field(default="auto", metadata={"help": (
+        "How a layer computes during training: \"merged\" (one GEMM with W + dW, no weight gradient), "
+        "\"spectral\" (dW applied in the frequency domain, never built), \"dense\" (the reference formula, as "
+        "PEFT), or \"auto\" (spectral for few tokens, else merged, by a flop count). All are exact.")})
 
-    n: int = 1000
-    scaling: float = 150.0
-    entry_seed: int = 2024
-    target_modules: Optional[Union[list[str], str]] = None
-    fc: Optional[float] = None
-    bandwidth: float = 200.0
-    init: str = "normal"
-    modules_to_save: Optional[list[str]] = None
-    bias: str = "none"
-    n_pattern: dict[str, int] = field(default_factory=dict)
-    path: str = "auto"
+    @classmethod
+    def help(cls) -> str:
+        """Every field with its default and meaning, one line each."""
+        defaults = cls()
+        return "\n".join(f"{f.name} (default {getattr(defaults, f.name)!r}): {f.metadata['help']}"
+                         for f in fields(cls))
 
     def __post_init__(self):
         if isinstance(self.target_modules, tuple):
@@ -41,16 +60,18 @@ class FourierFTConfig:
         if isinstance(self.modules_to_save, tuple):
             self.modules_to_save = list(self.modules_to_save)
         self.n_pattern = dict(self.n_pattern or {})
-        for key, value in [("n", self.n), *(("n_pattern[%r]" % k, v) for k, v in self.n_pattern.items())]:
+        for key, value in [("n", self.n), *((f"n_pattern[{k!r}]", v) for k, v in self.n_pattern.items())]:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"FourierFTConfig.{key} must be a positive integer, got {value!r}")
         if not isinstance(self.scaling, (int, float)) or not math.isfinite(self.scaling):
             raise ValueError(f"FourierFTConfig.scaling must be a finite number, got {self.scaling!r}")
-        if self.fc is not None and (not isinstance(self.fc, (int, float)) or not math.isfinite(self.fc) or self.fc < 0):
-            raise ValueError(f"FourierFTConfig.fc must be None (no frequency bias) or a finite number >= 0, got {self.fc!r}")
+        if self.fc is not None and not (isinstance(self.fc, (int, float)) and math.isfinite(self.fc) and self.fc >= 0):
+            raise ValueError("FourierFTConfig.fc must be None (no frequency bias) or a finite number >= 0, "
+                             f"got {self.fc!r}")
         if not isinstance(self.bandwidth, (int, float)) or not (self.bandwidth > 0 and math.isfinite(self.bandwidth)):
             raise ValueError(f"FourierFTConfig.bandwidth must be a finite number > 0, got {self.bandwidth!r}")
-        for name, value, allowed in (("init", self.init, INITS), ("bias", self.bias, BIASES), ("path", self.path, PATHS)):
+        choices = (("init", self.init, INITS), ("bias", self.bias, BIASES), ("path", self.path, PATHS))
+        for name, value, allowed in choices:
             if value not in allowed:
                 raise ValueError(f"FourierFTConfig.{name}={value!r} is not one of {allowed}")
 
@@ -58,7 +79,7 @@ class FourierFTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FourierFTConfig":
+    def from_dict(cls, data: dict) -> FourierFTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -23,8 +23,12 @@ WEIGHTS_NAME = "adapter.safetensors"
 def base_identity(model: nn.Module) -> dict:
     """What an adapter must find again in the model it is loaded into."""
     layers = {name: [layer.d_out, layer.d_in] for name, layer in fourierft_layers(model)}
-    name_or_path = getattr(getattr(model, "config", None), "name_or_path", None)
-    return {"class": type(model).__name__, "name_or_path": name_or_path or None, "layers": layers}
+    return {"class": type(model).__name__, "name_or_path": base_name_or_path(model), "layers": layers}
+
+
+def base_name_or_path(model: nn.Module):
+    """The hub id or folder a Hugging Face model was loaded from (None when unknown)."""
+    return getattr(getattr(model, "config", None), "name_or_path", None) or None
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,7 +48,16 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_adapter(model: nn.Module, path) -> int:
-    """Write the adapter folder; returns its size in bytes."""
+    """Write the adapter folder: adapter.safetensors (coefficients, entries once per distinct set, modules_to_save)
+    and adapter_config.json (config, base model identity, the weights' sha256).
+
+    Args:
+        model: a model prepared with apply_fourierft (not merged).
+        path: the folder (created when missing); earlier files there are replaced atomically.
+
+    Returns:
+        The adapter's size in bytes.
+    """
     if not hasattr(model, "fourierft_config"):
         raise ValueError("save_adapter needs a model prepared with apply_fourierft")
     if any(layer.merged for _, layer in fourierft_layers(model)):
@@ -127,7 +140,20 @@ def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def load_adapter(model: nn.Module, path) -> nn.Module:
-    """Load an adapter into a plain base model (wrapping it) or into one wrapped with the same layers."""
+    """Load an adapter folder written by save_adapter.
+
+    Args:
+        model: the plain base model the adapter was trained on (it is wrapped with apply_fourierft), or a model
+            already wrapped with the same layers (their coefficients are replaced).
+        path: the adapter folder.
+
+    Returns:
+        The model, with the adapter's entries, coefficients and trained modules.
+
+    Raises:
+        FileNotFoundError / ValueError: not an adapter folder, corrupted (sha256), or saved for another base model
+            (class, module names or shapes differ).
+    """
     meta, tensors = read_adapter(path)
     config = FourierFTConfig.from_dict(meta["config"])
     expected = meta["base_model"]
@@ -138,7 +164,7 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
         _check_shapes(model, expected["layers"], path)
         apply_fourierft(model, config, entries=entries)
     layers = dict(fourierft_layers(model))
-    found = {name: [l.d_out, l.d_in] for name, l in layers.items()}
+    found = {name: [layer.d_out, layer.d_in] for name, layer in layers.items()}
     if found != expected["layers"]:
         raise ValueError(f"adapter {path} targets modules {_describe(expected['layers'])} but this model's "
                          f"FourierFT layers are {_describe(found)}")
@@ -154,7 +180,8 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
             if key.startswith("trained/"):
                 pname = key[len("trained/"):]
                 if pname not in params or params[pname].shape != t.shape:
-                    raise ValueError(f"adapter {path} holds {pname} {tuple(t.shape)}, which this model lacks or shapes differently")
+                    raise ValueError(f"adapter {path} holds {pname} {tuple(t.shape)}, which this model lacks or "
+                                     "shapes differently")
                 params[pname].copy_(t)
     return model
 
@@ -166,8 +193,12 @@ def _check_shapes(model: nn.Module, layers: dict, path) -> None:
     for name, shape in layers.items():
         module = modules.get(name)
         if module is None or not isinstance(module, SUPPORTED) or list(layer_shape(module)) != shape:
-            got = "missing" if module is None else (
-                f"{type(module).__name__} {list(layer_shape(module))}" if isinstance(module, SUPPORTED) else type(module).__name__)
+            if module is None:
+                got = "missing"
+            elif isinstance(module, SUPPORTED):
+                got = f"{type(module).__name__} {list(layer_shape(module))}"
+            else:
+                got = type(module).__name__
             raise ValueError(f"adapter {path} expects module {name!r} of shape [d_out, d_in]={shape}, "
                              f"but in this {type(model).__name__} it is {got}: wrong base model?")
 

@@ -26,6 +26,17 @@ def layer_shape(module: nn.Module) -> tuple[int, int]:
 
 
 class FourierFTLayer(nn.Module):
+    """A frozen Linear or Conv1D (`base_layer`) plus dW = scaling * Re(ifft2(S)), S holding `coefficients` at
+    `entries`.
+
+    Args:
+        base_layer: the wrapped layer; its weight is read as (d_out, d_in).
+        entries: (2, n) int tensor of spectrum positions (rows u, columns v).
+        scaling: alpha. init: "normal" (c ~ N(0, 1)) or "zeros". path: "auto", "merged", "spectral" or "dense".
+
+    The coefficients stay float32 whatever the base dtype; forward output has the input's dtype (or autocast's).
+    """
+
     def __init__(self, base_layer: nn.Module, entries: torch.Tensor, scaling: float, init: str = "normal",
                  path: str = "auto"):
         super().__init__()

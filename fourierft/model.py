@@ -1,7 +1,8 @@
 """Putting FourierFT layers into a model, and taking them out again."""
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import torch
 from torch import nn
@@ -22,9 +23,21 @@ def n_for(name: str, config: FourierFTConfig) -> int:
 
 def apply_fourierft(model: nn.Module, config: FourierFTConfig,
                     entries: Optional[dict[str, torch.Tensor]] = None) -> nn.Module:
-    """Freeze model, wrap the targeted modules in FourierFTLayer, keep modules_to_save trainable.
+    """Freeze `model`, wrap each targeted module in a FourierFTLayer, and leave modules_to_save trainable.
 
-    entries: optional {module name: (2, n) tensor} to use instead of drawing (loading an adapter).
+    Layers of one shape (and n) share one entry draw, as in the paper.
+
+    Args:
+        model: any torch model whose targets are torch.nn.Linear or transformers' Conv1D (GPT-2).
+        config: the adapter's hyperparameters (FourierFTConfig).
+        entries: {module name: (2, n) int tensor} to use instead of drawing (what load_adapter passes).
+
+    Returns:
+        The same model, modified in place, with `model.fourierft_config` set.
+
+    Raises:
+        ValueError: the model already has FourierFT layers, nothing matches target_modules or modules_to_save,
+            or n does not fit a layer. TypeError: a target is neither Linear nor Conv1D.
     """
     if any(isinstance(m, FourierFTLayer) for m in model.modules()):
         raise ValueError("this model already has FourierFT layers; unload() it first")
@@ -92,6 +105,7 @@ def merge(model: nn.Module) -> nn.Module:
 
 
 def unmerge(model: nn.Module) -> nn.Module:
+    """Subtract every merged dW from its frozen weight again (training or saving can go on)."""
     for _, layer in fourierft_layers(model):
         layer.unmerge()
     return model
@@ -129,5 +143,7 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def summary(model: nn.Module) -> str:
+    """One line: trainable and total parameter counts and the trainable share, as PEFT prints it."""
     trainable, total = trainable_parameters(model)
-    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
+    share = 100 * trainable / max(total, 1)
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}"

@@ -10,7 +10,7 @@ from torch import nn
 
 from .config import FourierFTConfig
 from .files import atomic_path, write_atomic
-from .io import adapter_tensors
+from .io import adapter_tensors, base_name_or_path
 from .layer import SUPPORTED, layer_shape
 from .model import apply_fourierft, fourierft_layers, n_for
 from .targets import resolve_targets
@@ -44,9 +44,11 @@ def export_peft(model: nn.Module, path) -> None:
         if layer.n != config.n:
             # full-name anchored key: PEFT matches n_frequency_pattern keys as name suffixes
             n_pattern[name] = layer.n
-    targets = config.target_modules if config.target_modules is not None else sorted({n.rpartition(".")[2] for n in layers})
+    targets = config.target_modules
+    if targets is None:
+        targets = sorted({n.rpartition(".")[2] for n in layers})
     peft_config = {
-        "peft_type": "FOURIERFT", "task_type": None, "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
+        "peft_type": "FOURIERFT", "task_type": None, "base_model_name_or_path": base_name_or_path(model),
         "n_frequency": config.n, "scaling": config.scaling, "random_loc_seed": config.entry_seed,
         "target_modules": targets, "modules_to_save": config.modules_to_save, "bias": config.bias,
         "n_frequency_pattern": n_pattern, "init_weights": config.init == "zeros",
@@ -78,7 +80,8 @@ def import_peft(model: nn.Module, path) -> nn.Module:
     peft_config = json.loads(cfg_file.read_text())
     if peft_config.get("peft_type") != "FOURIERFT":
         raise ValueError(f"{cfg_file} holds a {peft_config.get('peft_type')!r} adapter, not FOURIERFT")
-    unsupported = {k: peft_config.get(k) for k in ("layers_to_transform", "layers_pattern", "exclude_modules") if peft_config.get(k)}
+    options = ("layers_to_transform", "layers_pattern", "exclude_modules")
+    unsupported = {k: peft_config.get(k) for k in options if peft_config.get(k)}
     if unsupported:
         raise ValueError(f"PEFT options {unsupported} have no counterpart here; re-target the adapter without them")
     config = FourierFTConfig(
@@ -108,6 +111,7 @@ def import_peft(model: nn.Module, path) -> nn.Module:
         for key, t in tensors.items():
             pname = key[len(PREFIX):] if key.startswith(PREFIX) else key
             if pname not in params or params[pname].shape != t.shape:
-                raise ValueError(f"{weights} holds {key}, which this {type(model).__name__} lacks or shapes differently")
+                raise ValueError(f"{weights} holds {key}, which this {type(model).__name__} lacks or shapes "
+                                 "differently")
             params[pname].copy_(t)
     return model

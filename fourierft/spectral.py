@@ -29,8 +29,9 @@ def _hermitian_fold(idx: torch.Tensor, d: int):
     keep_pos = idx <= d // 2
     keep_neg = neg <= d // 2
     src = torch.arange(idx.numel(), device=idx.device)
-    return (torch.cat([idx[keep_pos], neg[keep_neg]]), torch.cat([src[keep_pos], src[keep_neg]]),
-            torch.cat([torch.zeros_like(idx[keep_pos], dtype=torch.bool), torch.ones_like(idx[keep_neg], dtype=torch.bool)]))
+    conj = torch.cat([torch.zeros_like(idx[keep_pos], dtype=torch.bool),
+                      torch.ones_like(idx[keep_neg], dtype=torch.bool)])
+    return torch.cat([idx[keep_pos], neg[keep_neg]]), torch.cat([src[keep_pos], src[keep_neg]]), conj
 
 
 class SpectralPlan:
@@ -103,7 +104,8 @@ def _autocast_dtype(x: torch.Tensor):
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
-def dense_delta_weight(entries: torch.Tensor, coef: torch.Tensor, d_out: int, d_in: int, scaling: float) -> torch.Tensor:
+def dense_delta_weight(entries: torch.Tensor, coef: torch.Tensor, d_out: int, d_in: int,
+                       scaling: float) -> torch.Tensor:
     """The reference formula, differentiable by autograd: alpha * Re(ifft2(dense spectrum))."""
     spectrum = torch.zeros(d_out, d_in, dtype=torch.float32, device=coef.device)
     spectrum = spectrum.index_put((entries[0], entries[1]), coef.float())

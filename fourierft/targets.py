@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Optional, Union
 
 from torch import nn
 

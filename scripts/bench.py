@@ -23,7 +23,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fourierft as ff  # noqa: E402
-from experiments.results import git_commit, write_json_atomic  # noqa: E402
+from experiments.shared.run import git_commit, write_json_atomic  # noqa: E402
+from fourierft import write_atomic  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OURS = ("ours_auto", "ours_merged", "ours_spectral", "ours_dense")
@@ -46,9 +47,9 @@ def build(shape: dict, dtype, device):
 
     torch.manual_seed(0)
     if shape["kind"] == "roberta":
-        config = RobertaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
-                               num_attention_heads=shape["heads"], intermediate_size=shape["ffn"],
-                               max_position_embeddings=shape["seq"] + 2)
+        config = RobertaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
+                               num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                               intermediate_size=shape["ffn"], max_position_embeddings=shape["seq"] + 2)
         model, targets = RobertaModel(config, add_pooling_layer=False), ["query", "value"]
     else:
         config = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
@@ -220,14 +221,14 @@ def main(argv=None) -> int:
                 r["x_floor"], r["x_lora"] = r["step_ms"] / floor, r["step_ms"] / lora
             rows += group
     name = device_name(args.device) + ("-tiny" if args.tiny else "")
-    report = {"device": name, "torch": torch.__version__, "git_commit": git_commit(), "shapes": {k: table[k] for k in args.shapes},
-              "n": args.n, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(), "rows": rows}
+    used = {k: table[k] for k in args.shapes}
+    report = {"device": name, "torch": torch.__version__, "git_commit": git_commit(), "shapes": used, "n": args.n,
+              "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
+              "rows": rows}
     write_json_atomic(args.out / f"{name}.json", report)
-    md = (f"# Train step on {name} (torch {torch.__version__}, median of {args.rounds} interleaved rounds x {args.steps} steps)\n\n"
-          f"Shapes: {json.dumps({k: table[k] for k in args.shapes})}\n\n" + markdown(rows, args.device) + "\n")
-    tmp = args.out / f"{name}.md.tmp"
-    tmp.write_text(md)
-    tmp.replace(args.out / f"{name}.md")
+    md = (f"# Train step on {name} (torch {torch.__version__}, median of {args.rounds} interleaved rounds x "
+          f"{args.steps} steps)\n\nShapes: {json.dumps(used)}\n\n" + markdown(rows, args.device) + "\n")
+    write_atomic(args.out / f"{name}.md", md)
     print(md)
     return 0
 

@@ -1,4 +1,10 @@
-"""Turn results/**.json into GLUE tables (median over seeds, best and last epoch) and a params-vs-score plot.
+"""Turn results/**.json into tables beside the paper's numbers (paper/<family>.yaml) and a params-vs-score plot.
+
+GLUE: median over seeds per configuration (best epoch, the paper's protocol, and last epoch). Where one cell
+(model, method, variant, task) holds runs of several configurations (a sweep over lr or alpha), the cell shows
+the configuration with the best dev median and says how many were tried: "[best of K]".
+E2E / instruction tuning: mean over seeds, one row per configuration (these score on test sets, so nothing is
+selected).
 
 python scripts/tables.py [--results results] [--out results/tables]
 """
@@ -10,46 +16,28 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-TASK_ORDER = ["sst2", "mrpc", "cola", "qnli", "rte", "stsb"]
+from fourierft import write_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
 TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B"}
-# the paper's Table 2 (median of 5 seeds, best epoch); params exclude the classification head
-PAPER = {
-    ("roberta_base", "full"): (125e6, [94.8, 90.2, 63.6, 92.8, 78.7, 91.2]),
-    ("roberta_base", "bitfit"): (0.1e6, [93.7, 92.7, 62.0, 91.8, 81.5, 90.8]),
-    ("roberta_base", "lora"): (0.3e6, [95.1, 89.7, 63.4, 93.3, 78.4, 91.5]),
-    ("roberta_base", "vera"): (0.043e6, [94.6, 89.5, 65.6, 91.8, 78.7, 90.7]),
-    ("roberta_base", "fourierft"): (0.024e6, [94.2, 90.0, 63.8, 92.2, 79.1, 90.8]),
-    ("roberta_large", "full"): (356e6, [96.4, 90.9, 68.0, 94.7, 86.6, 92.4]),
-    ("roberta_large", "lora"): (0.8e6, [96.2, 90.2, 68.2, 94.8, 85.2, 92.3]),
-    ("roberta_large", "fourierft"): (0.048e6, [96.0, 90.9, 67.1, 94.4, 87.4, 91.9]),
+TITLES = {
+    "glue": "GLUE dev, {which} epoch, median over seeds (MCC for CoLA, Pearson for STS-B, accuracy otherwise; params "
+            "exclude the task head). [best of K]: K configurations ran for that cell and the one with the best dev "
+            "median is shown.",
+    "e2e": "E2E NLG test set (our rows: the test MRs each run scored), mean over seeds, one row per configuration; "
+           "BLEU/METEOR/ROUGE-L x100",
+    "instruct": "Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; "
+                "the paper's judge is GPT-4, ours is whatever judge= the run used",
 }
+GENERATION_METRICS = {"e2e": ["bleu", "nist", "meteor", "rouge_l", "cider"],
+                      "instruct": ["mt_bench", "vicuna", "mt_bench_rouge_l", "vicuna_rouge_l"]}
 
 
-def variant(method: dict) -> str:
-    """What separates rows of one method (sizes); learning rates and alpha vary per task and stay in a cell."""
-    name = method["name"]
-    if name.startswith("fourierft"):
-        return f"n={method['n']}" + (f", fc={method['fc']}" if method.get("fc") is not None else "")
-    if name in ("lora", "vera"):
-        return f"r={method['r']}"
-    return ""
-
-
-PAPER_E2E = {  # Table 4: test set, last epoch, mean of 3 runs; BLEU / NIST / METEOR / ROUGE-L / CIDEr
-    ("gpt2_medium", "lora"): (0.35e6, [68.9, 8.76, 46.6, 71.5, 2.53]),
-    ("gpt2_medium", "fourierft"): (0.048e6, [69.1, 8.82, 47.0, 71.8, 2.51]),
-    ("gpt2_large", "lora"): (0.77e6, [70.1, 8.83, 46.8, 72.0, 2.47]),
-    ("gpt2_large", "fourierft"): (0.072e6, [70.2, 8.90, 47.0, 71.8, 2.50]),
-}
-PAPER_INSTRUCT = {  # Table 5: GPT-4 scores, MT-Bench / Vicuna (LoRA on q,v; FourierFT on q,v)
-    ("llama_7b", "lora"): [4.99, 6.81], ("llama_7b", "fourierft"): [5.09, 6.85],
-    ("llama_13b", "lora"): [5.21, 6.97], ("llama_13b", "fourierft"): [5.23, 7.14],
-    ("llama2_7b", "lora"): [5.20, 7.35], ("llama2_7b", "fourierft"): [5.18, 7.49],
-    ("llama2_13b", "lora"): [5.80, 7.89], ("llama2_13b", "fourierft"): [5.82, 7.92],
-}
-E2E_METRICS = ["bleu", "nist", "meteor", "rouge_l", "cider"]
-INSTRUCT_METRICS = ["mt_bench", "vicuna", "mt_bench_rouge_l", "vicuna_rouge_l"]
+def paper(family: str) -> dict:
+    """The paper's numbers for a family, from paper/<family>.yaml."""
+    return yaml.safe_load((ROOT / "paper" / f"{family}.yaml").read_text())
 
 
 def read_results(results: Path) -> list[dict]:
@@ -65,83 +53,93 @@ def read_results(results: Path) -> list[dict]:
     return runs
 
 
-def generation_table(runs: list[dict], family: str, metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds per (model, method, variant), as the paper reports E2E (mean of 3 runs)."""
-    rows = [{"model": r["model"], "method": r["method"], "variant": variant(r["config"]["method"]),
+def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
+    data = paper(family)
+    rows = []
+    for row in data["rows"]:
+        if models is not None and row["model"] not in models:
+            continue
+        entry = {"model": row["model"], "method": f"{row['method']} (paper)", "variant": "",
+                 "params": row["params"] if row["params"] is not None else float("nan"),
+                 "seeds": data["seeds"] if data["seeds"] is not None else float("nan")}
+        entry.update({(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])})
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def generation_table(runs: list[dict], family: str) -> pd.DataFrame:
+    metrics = GENERATION_METRICS[family]
+    rows = [{"model": r["model"], "method": r["method"], "variant": r.get("variant", ""), "config": r["config_id"],
              "params": r["trainable_params"], "seed": r["seed"], **{m: r["metrics"].get(m) for m in metrics}}
             for r in runs if r["family"] == family]
     if not rows:
         return pd.DataFrame()
-    frame = pd.DataFrame(rows)
-    table = frame.groupby(["model", "method", "variant"]).agg(
+    table = pd.DataFrame(rows).groupby(["model", "method", "variant", "config"]).agg(
         params=("params", "median"), seeds=("seed", "nunique"), **{m: (m, "mean") for m in metrics}).reset_index()
-    paper = PAPER_E2E if family == "e2e" else PAPER_INSTRUCT
-    extra = []
-    for (model, method), values in paper.items():
-        params, scores = values if family == "e2e" else (float("nan"), values)
-        extra.append({"model": model, "method": f"{method} (paper)", "variant": "", "params": params, "seeds": 3 if family == "e2e" else float("nan"),
-                      **dict(zip(metrics, scores))})
-    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    return pd.concat([table, paper_rows(family)], ignore_index=True)
 
 
-def load_runs(results: Path) -> pd.DataFrame:
+def glue_runs(runs: list[dict]) -> pd.DataFrame:
     rows = []
-    for run in read_results(results):
+    for run in runs:
         if run["family"] != "glue":
             continue
         main = run["main_metric"]
         rows.append({
-            "model": run["model"], "method": run["method"], "variant": variant(run["config"]["method"]),
+            "model": run["model"], "method": run["method"], "variant": run.get("variant", ""),
             "task": run["task"], "seed": run["seed"], "config_id": run["config_id"],
             "adapter_params": run["trainable_params"] - run.get("head_params", 0),
             "best": run["best"]["metrics"][main], "last": run["last"]["metrics"][main],
-            "wall_time_s": run["wall_time_s"],
         })
     return pd.DataFrame(rows)
 
 
-def aggregate(runs: pd.DataFrame, which: str) -> pd.DataFrame:
-    """Median over seeds per config; where a sweep left several configs in a cell, the best median."""
-    per_config = (runs.groupby(["model", "method", "variant", "task", "config_id"])
+def aggregate(runs: pd.DataFrame, which: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(scores table, configurations-tried table) with one row per (model, method, variant)."""
+    keys = ["model", "method", "variant"]
+    per_config = (runs.groupby(keys + ["task", "config_id"])
                   .agg(score=(which, "median"), seeds=("seed", "nunique"), params=("adapter_params", "median"))
                   .reset_index())
-    best = per_config.loc[per_config.groupby(["model", "method", "variant", "task"])["score"].idxmax()]
-    table = best.pivot_table(index=["model", "method", "variant"], columns="task", values="score")
-    table = table[[t for t in TASK_ORDER if t in table.columns]]
+    cell = per_config.groupby(keys + ["task"])
+    chosen = per_config.loc[cell["score"].idxmax()]
+    tried = cell["config_id"].nunique().rename("configs").reset_index()
+    order = [t for t in TASK_NAMES if t in set(chosen["task"])]
+    table = chosen.pivot_table(index=keys, columns="task", values="score")[order]
     table["avg"] = table.mean(axis=1)
-    params = best.groupby(["model", "method", "variant"])["params"].median()
-    seeds = best.groupby(["model", "method", "variant"])["seeds"].min()
-    table.insert(0, "seeds", seeds)
-    table.insert(0, "params", params)
-    return table.rename(columns=TASK_NAMES).reset_index()
+    table.insert(0, "seeds", chosen.groupby(keys)["seeds"].min())
+    table.insert(0, "params", chosen.groupby(keys)["params"].median())
+    configs = tried.pivot_table(index=keys, columns="task", values="configs")[order]
+    return table.rename(columns=TASK_NAMES).reset_index(), configs.rename(columns=TASK_NAMES).reset_index()
 
 
-def paper_rows(models) -> pd.DataFrame:
-    rows = []
-    for (model, method), (params, scores) in PAPER.items():
-        if model in models:
-            row = {"model": model, "method": f"{method} (paper)", "variant": "", "params": params, "seeds": 5}
-            row.update({TASK_NAMES[t]: s for t, s in zip(TASK_ORDER, scores)})
-            row["avg"] = sum(scores) / len(scores)
-            rows.append(row)
-    return pd.DataFrame(rows)
+def fmt(value, col: str) -> str:
+    if pd.isna(value):
+        return "-"
+    if col == "seeds":
+        return str(int(value))
+    if col == "params":
+        return f"{value / 1e6:.3f}M" if value >= 1e4 else f"{int(value)}"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    def fmt(v, col):
-        if pd.isna(v):
-            return "-"
-        if col == "seeds":
-            return str(int(v))
-        if col == "params":
-            return f"{v / 1e6:.3f}M" if v >= 1e4 else f"{int(v)}"
-        if isinstance(v, float):
-            return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
-        return str(v)
-
+def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str:
+    """A markdown table; with `configs`, cells chosen among several configurations say "[best of K]"."""
+    tried = {}
+    if configs is not None:
+        for _, row in configs.iterrows():
+            for col in configs.columns[3:]:
+                if not pd.isna(row[col]) and row[col] > 1:
+                    tried[(row["model"], row["method"], row["variant"], col)] = int(row[col])
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c], c) for c in cols) + " |" for _, r in table.iterrows()]
+    for _, r in table.iterrows():
+        cells = []
+        for c in cols:
+            k = tried.get((r["model"], r["method"], r["variant"], c))
+            cells.append(fmt(r[c], c) + (f" [best of {k}]" if k else ""))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -153,10 +151,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for _, row in table.iterrows():
-        paper = "(paper)" in row["method"]
         label = f"{row['model']} {row['method']} {row['variant']}".strip()
-        ax.scatter(max(row["params"], 1), row["avg"], marker="o" if not paper else "x", s=50)
-        ax.annotate(label, (max(row["params"], 1), row["avg"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        x = max(row["params"], 1)
+        ax.scatter(x, row["avg"], marker="x" if "(paper)" in row["method"] else "o", s=50)
+        ax.annotate(label, (x, row["avg"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (excluding the task head)")
     ax.set_ylabel("GLUE avg of tasks run (best epoch, median)")
@@ -169,10 +167,11 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=None) -> str:
+    md = f"{title}\n\n{to_markdown(table, configs)}\n"
+    write_atomic(out / f"{name}.md", md)
+    write_atomic(out / f"{name}.csv", table.to_csv(index=False))
+    return md
 
 
 def main(argv=None) -> int:
@@ -180,34 +179,26 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
     args = parser.parse_args(argv)
-    runs = load_runs(args.results)
-    all_runs = read_results(args.results)
-    if not all_runs:
+    runs = read_results(args.results)
+    if not runs:
         print(f"no results under {args.results}", file=sys.stderr)
         return 1
     out = args.out or args.results / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    titles = {"e2e": "E2E NLG test set (our rows: the test MRs each run scored), mean over seeds; BLEU/METEOR/ROUGE-L x100",
-              "instruct": "Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; "
-                          "the paper's judge is GPT-4, ours is whatever judge= the run used"}
-    for family, metrics in (("e2e", E2E_METRICS), ("instruct", INSTRUCT_METRICS)):
-        table = generation_table(all_runs, family, metrics)
-        if table.empty:
-            continue
-        md = f"{titles[family]}\n\n" + to_markdown(table) + "\n"
-        write_atomic(out / f"{family}.md", md)
-        table.to_csv(out / f"{family}.csv.tmp", index=False)
-        (out / f"{family}.csv.tmp").replace(out / f"{family}.csv")
-        print(md)
-    for which in ("best", "last") if not runs.empty else ():
-        table = aggregate(runs, which)
+    for family in GENERATION_METRICS:
+        table = generation_table(runs, family)
+        if not table.empty:
+            print(write_table(out, family, TITLES[family], table))
+    glue = glue_runs(runs)
+    for which in ("best", "last") if not glue.empty else ():
+        table, configs = aggregate(glue, which)
         if which == "best":
-            table = pd.concat([table, paper_rows(set(table["model"]))], ignore_index=True)
-        md = (f"GLUE dev, {which} epoch, median over seeds (MCC for CoLA, Pearson for STS-B, accuracy otherwise; "
-              f"params exclude the task head)\n\n" + to_markdown(table) + "\n")
-        write_atomic(out / f"glue_{which}.md", md)
-        table.to_csv(out / f"glue_{which}.csv.tmp", index=False)
-        (out / f"glue_{which}.csv.tmp").replace(out / f"glue_{which}.csv")
+            ran = [c for c in TASK_NAMES.values() if c in table]
+            table = pd.concat([table, paper_rows("glue", set(table["model"]), TASK_NAMES)], ignore_index=True)
+            # the paper's average over the tasks these runs cover, so that the avg column compares like with like
+            table["avg"] = table["avg"].fillna(table[ran].mean(axis=1))
+        md = write_table(out, f"glue_{which}", TITLES["glue"].format(which=which), table, configs)
+        write_atomic(out / f"glue_{which}_configs.csv", configs.to_csv(index=False))
         if which == "best":
             print(md)
             plot(table, out / "params_vs_score.png")

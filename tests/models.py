@@ -1,8 +1,17 @@
 """Tiny random models of each supported family, built from configs (no network)."""
 import torch
-from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification, ViTConfig,
-                          ViTForImageClassification)
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 
 def bert():

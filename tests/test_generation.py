@@ -2,9 +2,9 @@
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
+from conftest import SHARED, needs_data
 
 from experiments.e2e import recipe as e2e
 from experiments.e2e.metrics import e2e_scores, group_references
@@ -14,8 +14,6 @@ from experiments.instruct.judge import OpenAIJudge, grade, load_prompts, parse_r
 from experiments.shared.causal import tokenize_pair
 from experiments.shared.prompts import alpaca_prompt
 
-from conftest import SHARED, needs_data
-
 GENERATION_RUN = ["trainer.max_length=64", "trainer.save_strategy=no"]
 
 
@@ -24,6 +22,7 @@ def config(fast_config):
     return lambda *overrides: fast_config(*GENERATION_RUN, *overrides)
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora")])
 def test_e2e_runner(tmp_path, config, model, method):
@@ -115,6 +114,7 @@ def test_rating_parse():
     assert parse_rating("no score here") == -1.0
 
 
+@pytest.mark.slow
 @needs_data
 def test_instruct_runner_answers_and_judges(tmp_path, config, judge_server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", judge_server)
@@ -142,8 +142,9 @@ def test_rouge_l_uses_only_questions_with_references():
 
 
 def test_alpaca_template_and_response_only_loss():
-    from experiments.shared.backbones import gpt2_tokenizer_folder
     from transformers import AutoTokenizer
+
+    from experiments.shared.backbones import gpt2_tokenizer_folder
 
     tok = AutoTokenizer.from_pretrained(gpt2_tokenizer_folder())
     example = {"instruction": "Add the numbers.", "input": "2, 3", "output": "5"}
@@ -158,9 +159,10 @@ def test_alpaca_template_and_response_only_loss():
 
 def test_local_judge_reads_rating_from_likelihood_when_format_is_missing():
     import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
     from experiments.instruct.judge import LocalJudge
     from experiments.shared.backbones import gpt2_tokenizer_folder
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tok = AutoTokenizer.from_pretrained(gpt2_tokenizer_folder())
     tok.pad_token = tok.eos_token

@@ -23,8 +23,8 @@ def load_e2e(data_dir: Optional[str], fallback_dirs=()) -> tuple[DatasetDict, st
     """(train/validation/test splits, where they came from): data_dir when set, else the hub, else a fallback."""
     def hub() -> DatasetDict:
         data = load_dataset("tuetschek/e2e_nlg")
-        return DatasetDict({split: data[split].rename_columns({"meaning_representation": "mr", "human_reference": "ref"})
-                            for split in FILES})
+        names = {"meaning_representation": "mr", "human_reference": "ref"}
+        return DatasetDict({split: data[split].rename_columns(names) for split in FILES})
 
     return resolve_source(
         "E2E NLG", setting="data.e2e_dir", env="FOURIERFT_E2E_DIR",

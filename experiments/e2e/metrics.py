@@ -11,8 +11,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 
-def group_references(mrs: list[str], refs: list[str]) -> "OrderedDict[str, list[str]]":
-    grouped: "OrderedDict[str, list[str]]" = OrderedDict()
+def group_references(mrs: list[str], refs: list[str]) -> OrderedDict[str, list[str]]:
+    grouped: OrderedDict[str, list[str]] = OrderedDict()
     for mr, ref in zip(mrs, refs):
         grouped.setdefault(mr, []).append(ref)
     return grouped

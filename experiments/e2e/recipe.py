@@ -61,7 +61,8 @@ def run(cfg: DictConfig) -> float:
     test = data["test"]
     grouped = group_references(test["mr"], test["ref"])
     mrs = list(grouped)[: cfg.task.max_test_mrs] if cfg.task.max_test_mrs else list(grouped)
-    predictions = generate(model, tokenizer, [prompt(m) for m in mrs], cfg.task.decoding, cfg.task.generation_batch_size)
+    predictions = generate(model, tokenizer, [prompt(m) for m in mrs], cfg.task.decoding,
+                           cfg.task.generation_batch_size)
     scores = e2e_scores(predictions, [grouped[m] for m in mrs])
     run_.artifacts.mkdir(parents=True, exist_ok=True)
     with open(run_.artifacts / "predictions.jsonl", "w") as f:

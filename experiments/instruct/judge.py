@@ -62,8 +62,10 @@ class OpenAIJudge:
     def __call__(self, messages: list[dict]) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
                            "max_tokens": self.max_tokens}).encode()
-        request = urllib.request.Request(self.url, data=body, headers={
-            "Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 reply = json.load(response)
@@ -81,7 +83,7 @@ class LocalJudge:
         self.model, self.tokenizer, self.max_new_tokens, self.name = model, tokenizer, max_new_tokens, name
 
     @classmethod
-    def load(cls, backbone, max_new_tokens: int = 256) -> "LocalJudge":
+    def load(cls, backbone, max_new_tokens: int = 256) -> LocalJudge:
         """A judge from a backbone (shared.backbones), e.g. the untuned SmolLM2 offline."""
         model, tokenizer = load_causal_lm(backbone)
         return cls(model, tokenizer, max_new_tokens, name=f"local:{backbone.name}")

@@ -17,7 +17,8 @@ def encode_conversation(tokenizer, messages: list[dict]) -> dict:
     """The tokenizer's chat template; base models without one (LLaMA, GPT-2) get the Alpaca format they were
     tuned on, one Instruction/Response pair per turn."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                             return_dict=True)
     text = PROMPT_NO_INPUT.split("### Instruction:")[0]
     for m in messages:
         if m["role"] == "user":

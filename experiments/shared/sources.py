@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, TypeVar
+from typing import Optional, TypeVar
 
 T = TypeVar("T")
 
