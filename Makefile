@@ -11,7 +11,7 @@ INSTRUCT_METHODS ?= fourierft
 OVERRIDES ?=
 STAMP := .make/installed
 
-.PHONY: install wordnet test test-fast lint demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: install java test test-fast lint score-e2e demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -19,13 +19,14 @@ $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	@mkdir -p .make && touch $(STAMP)
 
-install: $(STAMP) wordnet
+install: $(STAMP) java
 
-# WordNet for nltk's METEOR (E2E): Debian's files, copied into ~/nltk_data
-wordnet:
-	bash scripts/install_wordnet.sh
+# Java for the official E2E METEOR 1.5 and the PTB tokenizer (Debian's default-jre-headless)
+java:
+	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; } \
+		|| { echo "Java is needed for E2E scoring: apt-get install default-jre-headless" >&2; exit 1; }
 
-test: $(STAMP) wordnet
+test: $(STAMP) java
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q
 
 # the same without the end-to-end runs (marked slow)
@@ -42,7 +43,7 @@ demo: $(STAMP)
 	$(PYTHON) scripts/tables.py --results results/demo
 
 # E2E NLG: FourierFT vs LoRA on SmolLM2-135M (offline), five metrics on a test subset
-demo-e2e: $(STAMP) wordnet
+demo-e2e: $(STAMP) java
 	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/e2e method=fourierft,lora $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results/demo
 
@@ -50,6 +51,11 @@ demo-e2e: $(STAMP) wordnet
 demo-instruct: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/instruct method=$(INSTRUCT_METHODS) $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results/demo
+
+# Score any system's E2E outputs as the official scorer does: make score-e2e REFS=refs.txt OUTPUTS=outputs.txt
+score-e2e: $(STAMP) java
+	@test -n "$(REFS)" -a -n "$(OUTPUTS)" || { echo "usage: make score-e2e REFS=<refs.txt> OUTPUTS=<outputs.txt>" >&2; exit 2; }
+	$(PYTHON) scripts/score_e2e.py "$(REFS)" "$(OUTPUTS)"
 
 tables: $(STAMP)
 	$(PYTHON) scripts/tables.py --results results

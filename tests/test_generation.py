@@ -7,7 +7,7 @@ import pytest
 from conftest import SHARED, needs_data
 
 from experiments.e2e import recipe as e2e
-from experiments.e2e.metrics import e2e_scores, group_references
+from experiments.e2e.metrics import group_references
 from experiments.instruct import recipe as instruct
 from experiments.instruct.data import load_bench
 from experiments.instruct.judge import OpenAIJudge, grade, load_prompts, parse_rating
@@ -38,22 +38,6 @@ def test_e2e_runner(tmp_path, config, model, method):
     expected = {("tiny_gpt2", "fourierft"): 2 * 40, ("tiny_llama", "fourierft"): 2 * 2 * 40,
                 ("tiny_gpt2", "lora"): 2 * 8 * (32 + 96)}[(model, method)]
     assert result["trainable_params"] == expected
-
-
-def test_e2e_scores_against_libraries():
-    import sacrebleu
-    from rouge_score import rouge_scorer
-
-    refs = [["the eagle is a cheap pub", "eagle is a pub near the river"], ["blue spice is a coffee shop"]]
-    preds = ["the eagle is a cheap pub near the river", "blue spice coffee shop"]
-    scores = e2e_scores(preds, refs)
-    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [["the eagle is a cheap pub", "blue spice is a coffee shop"], ["eagle is a pub near the river", None]]).score)
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    expected_rouge = (max(scorer.score(r, preds[0])["rougeL"].fmeasure for r in refs[0]) + scorer.score(refs[1][0], preds[1])["rougeL"].fmeasure) / 2
-    assert scores["rouge_l"] == pytest.approx(100 * expected_rouge)
-    perfect = e2e_scores(["blue spice is a coffee shop"], [["blue spice is a coffee shop"]])
-    assert perfect["bleu"] == pytest.approx(100) and perfect["meteor"] > 99 and perfect["rouge_l"] == pytest.approx(100)
-    assert scores["meteor"] < perfect["meteor"] and scores["cider"] > 0
 
 
 def test_references_grouped_by_mr():

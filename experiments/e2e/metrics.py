@@ -1,61 +1,176 @@
-"""E2E scores, each from a well-kept library, over predictions grouped by meaning representation.
+"""The E2E NLG Challenge's five scores, computed as its official scorer (measure_scores.py of e2e-metrics) does:
 
-BLEU: sacrebleu (all references of an MR); NIST: nltk corpus_nist; METEOR: nltk meteor_score (WordNet);
-ROUGE-L: rouge-score, best reference per MR, averaged; CIDEr: pycocoevalcap. BLEU/METEOR/ROUGE-L x100 as
-in the paper's tables; NIST and CIDEr raw.
+- BLEU: mteval-v13a (ASCII lowercasing, its tokenisation, closest reference length, clipped counts against all
+  references of an instance, the 1/2^k smoothing) via sacrebleu, whose 13a tokenizer and "exp" smoothing are
+  mteval's.
+- NIST: mteval-v13a's NIST-5 written out below from its definition (no package has it with the official scorer's
+  brevity penalty: reference length / mean number of non-empty references per instance).
+- METEOR 1.5 (`-l en -norm`, the jar pycocoevalcap ships; Java), ROUGE-L (beta 1.2) and CIDEr-D from pycocoevalcap,
+  on text tokenised by the Stanford PTB tokenizer (lowercased, punctuation removed) as coco-caption does.
+
+BLEU, METEOR and ROUGE-L are reported x100 as in the paper's tables; NIST and CIDEr as they are.
 """
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
+import math
+import shutil
+from collections import Counter, OrderedDict
 from pathlib import Path
+
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+NIST_ORDER = 5
+JAVA_HINT = ("the official E2E METEOR (METEOR 1.5) and the PTB tokenizer behind METEOR, ROUGE-L and CIDEr run on "
+             "Java: install it (`make install` does, or `apt-get install default-jre-headless`)")
 
 
 def group_references(mrs: list[str], refs: list[str]) -> OrderedDict[str, list[str]]:
+    """References grouped by meaning representation, in first-seen order."""
     grouped: OrderedDict[str, list[str]] = OrderedDict()
     for mr, ref in zip(mrs, refs):
         grouped.setdefault(mr, []).append(ref)
     return grouped
 
 
-def ensure_wordnet() -> None:
-    """nltk needs WordNet for METEOR: the downloader where the network allows, else Debian's files
-    (copied into $NLTK_DATA by `make wordnet`)."""
-    import nltk
+def read_references(path) -> list[list[str]]:
+    """The official scorer's reference file: one reference per line, instances separated by a blank line."""
+    groups: list[list[str]] = [[]]
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            groups[-1].append(line)
+        elif groups[-1]:
+            groups.append([])
+    if not groups[-1]:
+        groups.pop()
+    if not groups:
+        raise ValueError(f"{path} holds no references (expected one per line, instances separated by blank lines)")
+    return groups
 
-    try:
-        nltk.corpus.wordnet.ensure_loaded()
-        return
-    except LookupError:
-        pass
-    debian = Path("/usr/share/wordnet")
-    if debian.is_dir():
-        target = Path(os.environ.get("NLTK_DATA", Path.home() / "nltk_data")) / "corpora" / "wordnet"
-        raise LookupError(f"WordNet for METEOR: run `make wordnet` (copies {debian} into {target} and adds lexnames)")
-    if not nltk.download("wordnet", quiet=True):
-        raise LookupError("METEOR needs WordNet: `make wordnet` (Debian wordnet-base) or nltk.download('wordnet')")
+
+def read_outputs(path) -> list[str]:
+    """The official scorer's system output file: one output per line (an empty line is an empty output)."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def mteval_tokens(text: str) -> list[str]:
+    """mteval-v13a's normalisation: ASCII-only lowercasing (its tr/A-Z/a-z/), then its tokenisation."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()(text.translate(ASCII_LOWER)).split()
+
+
+def _ngrams(words: list[str], n_max: int) -> Counter:
+    return Counter(tuple(words[i:i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1))
+
+
+def nist(predictions: list[str], references: list[list[str]]) -> float:
+    """NIST-5 as mteval-v13a computes it over a corpus (information weights from the references scored)."""
+    refs = [[mteval_tokens(r) for r in group] for group in references]
+    counts: Counter = Counter()
+    total_words = 0
+    for group in refs:
+        for words in group:
+            total_words += len(words)
+            counts.update(_ngrams(words, NIST_ORDER))
+
+    def info(ngram: tuple) -> float:
+        prefix = counts[ngram[:-1]] if len(ngram) > 1 else total_words
+        return math.log2(prefix / counts[ngram])
+
+    gained = [0.0] * (NIST_ORDER + 1)
+    tested = [0] * (NIST_ORDER + 1)
+    ref_words = sum(len(words) for group in refs for words in group)
+    nonempty_refs = sum(1 for group in refs for words in group if words)
+    for prediction, group in zip(predictions, refs):
+        words = mteval_tokens(prediction)
+        hyp = _ngrams(words, NIST_ORDER)
+        best: Counter = Counter()
+        for ref in group:
+            best |= _ngrams(ref, NIST_ORDER)  # max count over references
+        for n in range(1, NIST_ORDER + 1):
+            tested[n] += max(len(words) - n + 1, 0)
+        for ngram, count in hyp.items():
+            if ngram in best:
+                gained[len(ngram)] += info(ngram) * min(count, best[ngram])
+    score = sum(gained[n] / max(tested[n], 1) for n in range(1, NIST_ORDER + 1))
+    mean_refs = nonempty_refs / len(refs)
+    return score * _nist_length_penalty(tested[1] / (ref_words / mean_refs))
+
+
+def _nist_length_penalty(ratio: float) -> float:
+    if ratio >= 1:
+        return 1.0
+    if ratio <= 0:
+        return 0.0
+    beta = -math.log(0.5) / math.log(1.5) ** 2
+    return math.exp(-beta * math.log(ratio) ** 2)
+
+
+def bleu(predictions: list[str], references: list[list[str]]) -> float:
+    """Corpus BLEU-4 x100 as mteval-v13a: ASCII-lowercased here (sacrebleu's lowercase would fold non-ASCII
+    letters too), 13a tokens, closest reference length, exp smoothing; missing references are None."""
+    import sacrebleu
+
+    most = max(len(group) for group in references)
+    streams = [[group[i].translate(ASCII_LOWER) if i < len(group) else None for group in references]
+               for i in range(most)]
+    hyps = [p.translate(ASCII_LOWER) for p in predictions]
+    return sacrebleu.corpus_bleu(hyps, streams, tokenize="13a", smooth_method="exp", lowercase=False).score
+
+
+def ptb_tokenize(texts: list[str]) -> list[str]:
+    """coco-caption's tokenisation (Stanford PTB tokenizer, lowercased, punctuation tokens removed). Empty texts
+    stay empty (the tokenizer would drop their lines and shift every later one)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    out = [""] * len(texts)
+    if keep:
+        tokenized = PTBTokenizer().tokenize({i: [{"caption": texts[i]}] for i in keep})
+        if len(tokenized) != len(keep):
+            raise RuntimeError(f"the PTB tokenizer returned {len(tokenized)} lines for {len(keep)} texts")
+        for i in keep:
+            out[i] = tokenized[i][0]
+    return out
+
+
+def coco_scores(predictions: list[str], references: list[list[str]]) -> dict:
+    """METEOR, ROUGE-L and CIDEr-D as coco-caption computes them, on PTB-tokenised text."""
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    flat = ptb_tokenize([r for group in references for r in group] + list(predictions))
+    gts, start = {}, 0
+    for i, group in enumerate(references):
+        gts[i] = flat[start:start + len(group)]
+        start += len(group)
+    res = {i: [flat[start + i]] for i in range(len(predictions))}
+    meteor_score, _ = Meteor().compute_score(gts, res)  # the jar's process ends with the object
+    rouge = Rouge()
+    # coco-caption divides by the candidate's length: an empty candidate scores 0 rather than crash
+    rouge_l = sum(rouge.calc_score(res[i], gts[i]) if res[i][0] else 0.0 for i in gts) / len(gts)
+    cider, _ = Cider().compute_score(gts, res)
+    return {"meteor": meteor_score, "rouge_l": rouge_l, "cider": float(cider)}
 
 
 def e2e_scores(predictions: list[str], references: list[list[str]]) -> dict:
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference groups")
-    import sacrebleu
-    from nltk.translate.meteor_score import meteor_score
-    from nltk.translate.nist_score import corpus_nist
-    from pycocoevalcap.cider.cider import Cider
-    from rouge_score import rouge_scorer
+    """The five official E2E scores of `predictions` (one per instance) against `references` (a list per instance).
 
-    most = max(len(r) for r in references)
-    streams = [[r[i] if i < len(r) else None for r in references] for i in range(most)]
-    bleu = sacrebleu.corpus_bleu(predictions, streams).score
-    tok_preds = [p.lower().split() for p in predictions]
-    tok_refs = [[r.lower().split() for r in refs] for refs in references]
-    nist = corpus_nist(tok_refs, tok_preds, n=5)
-    ensure_wordnet()
-    meteor = sum(meteor_score(r, p) for r, p in zip(tok_refs, tok_preds)) / len(predictions)
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    rouge_l = sum(max(scorer.score(r, p)["rougeL"].fmeasure for r in refs)
-                  for p, refs in zip(predictions, references)) / len(predictions)
-    cider, _ = Cider().compute_score({i: [" ".join(r) for r in refs] for i, refs in enumerate(tok_refs)},
-                                     {i: [" ".join(p)] for i, p in enumerate(tok_preds)})
-    return {"bleu": bleu, "nist": nist, "meteor": 100 * meteor, "rouge_l": 100 * rouge_l, "cider": float(cider)}
+    Raises:
+        ValueError: the two are out of step, or an instance has no reference.
+        RuntimeError: Java is missing (METEOR and the PTB tokenizer need it).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} system outputs for {len(references)} reference groups: the outputs "
+                         "must be one per instance, in the order of the references")
+    if not predictions:
+        raise ValueError("nothing to score: no system outputs")
+    empty = [i for i, group in enumerate(references) if not any(r.strip() for r in group)]
+    if empty:
+        raise ValueError(f"instances {empty[:10]} have no reference")
+    if shutil.which("java") is None:
+        raise RuntimeError(f"java was not found: {JAVA_HINT}")
+    coco = coco_scores(predictions, references)
+    return {"bleu": bleu(predictions, references), "nist": nist(predictions, references),
+            "meteor": 100 * coco["meteor"], "rouge_l": 100 * coco["rouge_l"], "cider": coco["cider"]}
