@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
-from models import build, inputs
 from safetensors.torch import load_file
 
 import fourierft as ff
+
+from models import build, inputs
 
 
 def trained(family="roberta", **kw):

@@ -1,8 +1,9 @@
 """Every preset composes with every method it supports, resolves, and builds its method and model objects."""
 import pytest
-from conftest import ROOT, compose_config
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
+
+from conftest import ROOT, compose_config
 
 EXPERIMENTS = sorted(str(p.relative_to(ROOT / "conf/experiment").with_suffix(""))
                      for p in (ROOT / "conf/experiment").rglob("*.yaml"))

@@ -3,12 +3,13 @@ import copy
 
 import pytest
 import torch
-from models import FAMILIES, build, inputs
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 import fourierft as ff
 from fourierft.layer import FourierFTLayer
+
+from models import FAMILIES, build, inputs
 
 PATHS = ["dense", "merged", "spectral"]
 

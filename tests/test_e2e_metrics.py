@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SHARED
 from experiments.e2e.metrics import e2e_scores, read_outputs, read_references
+
+from conftest import ROOT, SHARED
 
 EXAMPLE = SHARED / "e2e_nlg" / "official-example"
 needs_example = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="official E2E example not present")

@@ -1,9 +1,10 @@
 import pytest
 import torch
-from models import build
 from torch import nn
 
 import fourierft as ff
+
+from models import build
 
 
 class Plain(nn.Module):

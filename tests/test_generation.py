@@ -4,7 +4,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from conftest import SHARED, needs_data
 
 from experiments.e2e import recipe as e2e
 from experiments.e2e.metrics import group_references
@@ -13,6 +12,8 @@ from experiments.instruct.data import load_bench
 from experiments.instruct.judge import OpenAIJudge, grade, load_prompts, parse_rating
 from experiments.shared.causal import tokenize_pair
 from experiments.shared.prompts import alpaca_prompt
+
+from conftest import SHARED, needs_data
 
 GENERATION_RUN = ["trainer.max_length=64", "trainer.save_strategy=no"]
 

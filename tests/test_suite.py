@@ -6,12 +6,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import GLUE, ROOT, compose_config
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from experiments.glue.data import get_task, load_glue, read_tsv
 from experiments.glue.recipe import compute_metrics, run
+
+from conftest import GLUE, ROOT, compose_config
 
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="local GLUE mirror (../shared/data/glue) not present")
 # two epochs, so that best and last epoch differ in meaning
