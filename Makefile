@@ -8,10 +8,13 @@ TASKS ?= sst2,mrpc,cola,qnli,rte,stsb
 MODEL ?= roberta_base
 GLUE_METHODS ?= fourierft,lora
 INSTRUCT_METHODS ?= fourierft
+E2E_MODELS ?= gpt2_medium,gpt2_large
+E2E_METHODS ?= fourierft,lora
+E2E_SEEDS ?= 0,1,2
 OVERRIDES ?=
 STAMP := .make/installed
 
-.PHONY: install java test test-fast lint score-e2e demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: install java test test-fast lint score-e2e reproduce-e2e demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -65,6 +68,12 @@ tables: $(STAMP)
 reproduce-glue: $(STAMP)
 	$(PYTHON) -m experiments.train -m 'experiment=$(shell echo $(TASKS) | sed 's/[^,]*/glue\/$(MODEL)\/&/g')' \
 		method=$(GLUE_METHODS) seed=$(SEEDS) $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results
+
+# The paper's E2E protocol: GPT-2 M and L, FourierFT and LoRA, the full test set, three seeds (GPU + hub).
+reproduce-e2e: $(STAMP) java
+	$(PYTHON) -m experiments.train -m 'experiment=$(shell echo $(E2E_MODELS) | sed 's/[^,]*/e2e\/&/g')' \
+		method=$(E2E_METHODS) seed=$(E2E_SEEDS) $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results
 
 bench: $(STAMP)

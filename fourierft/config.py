@@ -42,6 +42,14 @@ class FourierFTConfig:
     bias: str = field(default="none", metadata={"help": "\"none\", or \"all\": every bias of the model trains too."})
     n_pattern: dict[str, int] = field(default_factory=dict, metadata={"help": (
         "Per-module n: {key: n}, keys matched as regex suffixes of module names (PEFT's n_frequency_pattern).")})
+    fused: dict[str, list[str]] = field(default_factory=dict, metadata={"help": (
+        "Fused projections whose output rows stack several projections, keyed by module-name suffix, listing the "
+        "parts in output order (equal sizes): {\"c_attn\": [\"q\", \"k\", \"v\"]} for GPT-2, {\"qkv\": [\"q\", \"k\", "
+        "\"v\"]} for timm ViT. Each part named in fused_targets gets its own d_part x d_in spectrum (n entries, "
+        "PEFT's rule for that shape), so n and alpha mean what they mean for separate projections; the other "
+        "parts get no dW. Empty: a fused module is one matrix.")})
+    fused_targets: list[str] = field(default_factory=lambda: ["q", "v"], metadata={"help": (
+        "Which parts of a fused projection are adapted (the paper adapts q and v).")})
     path: str = field(default="auto", metadata={"help": (
         "How a layer computes during training: \"merged\" (one GEMM with W + dW, no weight gradient), "
         "\"spectral\" (dW applied in the frequency domain, never built), \"dense\" (the reference formula, as "
@@ -70,6 +78,14 @@ class FourierFTConfig:
                              f"got {self.fc!r}")
         if not isinstance(self.bandwidth, (int, float)) or not (self.bandwidth > 0 and math.isfinite(self.bandwidth)):
             raise ValueError(f"FourierFTConfig.bandwidth must be a finite number > 0, got {self.bandwidth!r}")
+        self.fused = {k: list(v) for k, v in (self.fused or {}).items()}
+        self.fused_targets = list(self.fused_targets)
+        for key, parts in self.fused.items():
+            if not parts or not all(isinstance(p, str) for p in parts) or len(set(parts)) != len(parts):
+                raise ValueError(f"FourierFTConfig.fused[{key!r}] must list distinct part names, got {parts!r}")
+            if not set(self.fused_targets) & set(parts):
+                raise ValueError(f"FourierFTConfig.fused_targets={self.fused_targets!r} names no part of "
+                                 f"fused[{key!r}]={parts!r}")
         choices = (("init", self.init, INITS), ("bias", self.bias, BIASES), ("path", self.path, PATHS))
         for name, value, allowed in choices:
             if value not in allowed:

@@ -1,11 +1,13 @@
 """FourierFTLayer: a frozen Linear / Conv1D plus n trainable spectral coefficients."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral import MergedLinear, SpectralDelta, SpectralPlan, dense_delta_weight
+from .spectral import BlockPlan, MergedLinear, SpectralDelta, SpectralPlan
 
 try:  # transformers is optional: only needed to recognise GPT-2's Conv1D
     from transformers.pytorch_utils import Conv1D
@@ -33,12 +35,14 @@ class FourierFTLayer(nn.Module):
         base_layer: the wrapped layer; its weight is read as (d_out, d_in).
         entries: (2, n) int tensor of spectrum positions (rows u, columns v).
         scaling: alpha. init: "normal" (c ~ N(0, 1)) or "zeros". path: "auto", "merged", "spectral" or "dense".
+        blocks: for a fused projection, the (first row, rows) of each adapted part; entries then hold each part's
+            n entries one after the other (relative to the part), and each part is its own rows x d_in spectrum.
 
     The coefficients stay float32 whatever the base dtype; forward output has the input's dtype (or autocast's).
     """
 
     def __init__(self, base_layer: nn.Module, entries: torch.Tensor, scaling: float, init: str = "normal",
-                 path: str = "auto"):
+                 path: str = "auto", blocks: Optional[list[tuple[int, int]]] = None):
         super().__init__()
         self.base_layer = base_layer
         self.d_out, self.d_in = layer_shape(base_layer)
@@ -46,6 +50,7 @@ class FourierFTLayer(nn.Module):
         self.scaling = float(scaling)
         self.path = path
         self.merged = False
+        self.blocks = [tuple(b) for b in blocks] if blocks else None
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)
@@ -60,7 +65,10 @@ class FourierFTLayer(nn.Module):
 
     def plan(self) -> SpectralPlan:
         if self._plan is None or self._plan.device != self.entries.device:
-            self._plan = SpectralPlan(self.entries, self.d_out, self.d_in)
+            if self.blocks:
+                self._plan = BlockPlan(self.entries, self.d_out, self.d_in, self.blocks)
+            else:
+                self._plan = SpectralPlan(self.entries, self.d_out, self.d_in)
         return self._plan
 
     def set_entries(self, entries: torch.Tensor) -> None:
@@ -87,7 +95,7 @@ class FourierFTLayer(nn.Module):
             return self.base_layer(x)
         path = self.choose_path(x)
         if path == "dense":
-            delta = dense_delta_weight(self.entries, self.coefficients, self.d_out, self.d_in, self.scaling)
+            delta = self.plan().dense_delta_weight(self.coefficients, self.scaling)
             return self.base_layer(x) + F.linear(x, delta.to(x.dtype))
         if path == "spectral":
             return self.base_layer(x) + SpectralDelta.apply(x, self.coefficients, self.plan(), self.scaling)
@@ -107,4 +115,5 @@ class FourierFTLayer(nn.Module):
             self.merged = False
 
     def extra_repr(self) -> str:
-        return f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}"
+        blocks = f", blocks={self.blocks}" if self.blocks else ""
+        return f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}{blocks}"

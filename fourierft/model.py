@@ -10,7 +10,7 @@ from torch import nn
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .layer import SUPPORTED, FourierFTLayer, layer_shape
-from .targets import find_modules, matches_regex_suffix, resolve_targets
+from .targets import find_modules, is_suffix, matches_regex_suffix, resolve_targets
 
 
 def n_for(name: str, config: FourierFTConfig) -> int:
@@ -19,6 +19,18 @@ def n_for(name: str, config: FourierFTConfig) -> int:
         if matches_regex_suffix(name, key):
             return n
     return config.n
+
+
+def fused_blocks(name: str, d_out: int, config: FourierFTConfig) -> Optional[list[tuple[int, int]]]:
+    """(first row, rows) of each adapted part when `name` is a fused projection in config.fused, else None."""
+    parts = next((v for k, v in config.fused.items() if is_suffix(name, k)), None)
+    if parts is None:
+        return None
+    if d_out % len(parts):
+        raise ValueError(f"{name!r} has {d_out} output rows, which do not split into the {len(parts)} equal parts "
+                         f"{parts} of config.fused")
+    size = d_out // len(parts)
+    return [(i * size, size) for i, part in enumerate(parts) if part in config.fused_targets]
 
 
 def apply_fourierft(model: nn.Module, config: FourierFTConfig,
@@ -49,21 +61,28 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
                             f"torch.nn.Linear and transformers' Conv1D. Narrow target_modules.")
     for p in model.parameters():
         p.requires_grad_(False)
-    drawn: dict[tuple, torch.Tensor] = {}  # layers of one shape (and n) share their entries
+    drawn: dict[tuple, torch.Tensor] = {}  # layers (or parts) of one shape and n share their entries
+
+    def draw(d_out: int, d_in: int, n: int, name: str) -> torch.Tensor:
+        if (d_out, d_in, n) not in drawn:
+            if n > d_out * d_in:
+                raise ValueError(f"n={n} exceeds the {d_out}x{d_in}={d_out * d_in} spectrum of {name!r}")
+            drawn[d_out, d_in, n] = sample_entries(d_out, d_in, n, config.entry_seed, config.fc, config.bandwidth)
+        return drawn[d_out, d_in, n]
+
     for name in targets:
         module = model.get_submodule(name)
         d_out, d_in = layer_shape(module)
         n = n_for(name, config)
+        blocks = fused_blocks(name, d_out, config)
         if entries is not None and name in entries:
             layer_entries = entries[name]
+        elif blocks:
+            layer_entries = torch.cat([draw(size, d_in, n, name) for _, size in blocks], dim=1)
         else:
-            key = (d_out, d_in, n)
-            if key not in drawn:
-                if n > d_out * d_in:
-                    raise ValueError(f"n={n} exceeds the {d_out}x{d_in}={d_out * d_in} spectrum of {name!r}")
-                drawn[key] = sample_entries(d_out, d_in, n, config.entry_seed, config.fc, config.bandwidth)
-            layer_entries = drawn[key]
-        _set_module(model, name, FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path))
+            layer_entries = draw(d_out, d_in, n, name)
+        _set_module(model, name, FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path,
+                                                blocks=blocks))
     for name in modules_to_save(model, config):
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)

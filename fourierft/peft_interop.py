@@ -33,6 +33,11 @@ def export_peft(model: nn.Module, path) -> None:
         raise ValueError("PEFT's FourierFT has no frequency bias: an adapter drawn with fc="
                          f"{config.fc} cannot be exported (PEFT would regenerate uniform entries)")
     layers = dict(fourierft_layers(model))
+    fused = [name for name, layer in layers.items() if layer.blocks]
+    if fused:
+        raise ValueError(f"PEFT has no layout for separate spectra over parts of a fused projection ({fused[0]!r}, "
+                         f"config.fused={config.fused}): PEFT's FourierFT adapts a fused module as one matrix, so "
+                         "this adapter cannot be exported; save it with fourierft.save_adapter")
     if any(layer.merged for layer in layers.values()):
         raise ValueError("unmerge(model) before export_peft")
     n_pattern = {}

@@ -89,13 +89,79 @@ class SpectralPlan:
         sums = (torch.view_as_real(gs) * torch.view_as_real(xs)).sum(0)
         return (sums[:, 0] - self.pair_sign * sums[:, 1]) * (scaling / (self.d_out * self.d_in))
 
-    def cheaper_path(self, tokens: int) -> str:
-        """"spectral" or "merged", by a flop count of what differs: two irfft2 of dW per step for merged,
-        an output and an input-gradient transform per token (plus the scatters) for spectral."""
+    def costs(self, tokens: int) -> tuple[float, float]:
+        """(merged, spectral) flop counts of what differs between the two paths: two irfft2 of dW per step for
+        merged, an output and an input-gradient transform per token (plus the scatters) for spectral."""
         m, n_in = self.d_out, self.d_in
         merged = 2 * m * n_in * math.log2(max(m * n_in, 2))
         spectral = 2 * tokens * (m * math.log2(max(m, 2)) + n_in * math.log2(max(n_in, 2))) + 4 * tokens * self.n
+        return merged, spectral
+
+    def cheaper_path(self, tokens: int) -> str:
+        """"spectral" or "merged", whichever `costs` says is cheaper for this many tokens."""
+        merged, spectral = self.costs(tokens)
         return "spectral" if spectral < merged else "merged"
+
+    def dense_delta_weight(self, coef: torch.Tensor, scaling: float) -> torch.Tensor:
+        """The reference formula (autograd-differentiable): what the dense path trains through."""
+        return dense_delta_weight(torch.stack([self.u, self.v]), coef, self.d_out, self.d_in, scaling)
+
+
+class BlockPlan(SpectralPlan):
+    """A fused projection (GPT-2's c_attn, timm's qkv) whose output rows split into parts: each adapted part is an
+    independent spectrum over its own rows (its own d_part x d_in normalisation), the other rows get no dW.
+    `coef` is the parts' coefficients one after the other."""
+
+    def __init__(self, entries: torch.Tensor, d_out: int, d_in: int, blocks: list[tuple[int, int]]):
+        self.d_out, self.d_in, self.blocks = d_out, d_in, [tuple(b) for b in blocks]
+        width = entries.shape[1] // len(self.blocks)
+        self.plans = [SpectralPlan(entries[:, i * width:(i + 1) * width], size, d_in)
+                      for i, (_, size) in enumerate(self.blocks)]
+        self.n, self.device = entries.shape[1], entries.device
+        self.width = width
+
+    def _parts(self, coef: torch.Tensor):
+        for i, ((start, size), plan) in enumerate(zip(self.blocks, self.plans)):
+            yield start, size, plan, coef[i * self.width:(i + 1) * self.width]
+
+    def _assemble(self, parts: list[tuple[int, int, torch.Tensor]], lead: tuple, like: torch.Tensor):
+        """Rows of each part at their offsets, zeros elsewhere (differentiable through torch.cat)."""
+        pieces, row = [], 0
+        for start, size, value in parts:
+            if start > row:
+                pieces.append(like.new_zeros(*lead, start - row, *value.shape[len(lead) + 1:]))
+            pieces.append(value)
+            row = start + size
+        if row < self.d_out:
+            pieces.append(like.new_zeros(*lead, self.d_out - row, *parts[-1][2].shape[len(lead) + 1:]))
+        return torch.cat(pieces, dim=len(lead))
+
+    def delta_weight(self, coef, scaling):
+        parts = [(start, size, plan.delta_weight(c, scaling)) for start, size, plan, c in self._parts(coef)]
+        return self._assemble(parts, (), parts[0][2])
+
+    def dense_delta_weight(self, coef, scaling):
+        parts = [(start, size, plan.dense_delta_weight(c, scaling)) for start, size, plan, c in self._parts(coef)]
+        return self._assemble(parts, (), parts[0][2])
+
+    def apply(self, x, coef, scaling, transpose=False):
+        if transpose:  # x is dL/dy (..., d_out): each part's rows feed back through its own spectrum
+            return sum(plan.apply(x[..., start:start + size], c, scaling, transpose=True)
+                       for start, size, plan, c in self._parts(coef))
+        parts = [(start, size, plan.apply(x, c, scaling).movedim(-1, 0)) for start, size, plan, c in self._parts(coef)]
+        return self._assemble(parts, (), parts[0][2]).movedim(0, -1)
+
+    def coef_grad(self, x, grad_out, scaling):
+        g = grad_out.reshape(-1, self.d_out)
+        return torch.cat([plan.coef_grad(x, g[:, start:start + size], scaling)
+                          for (start, size), plan in zip(self.blocks, self.plans)])
+
+    def costs(self, tokens):
+        merged = spectral = 0.0
+        for plan in self.plans:
+            m, s = plan.costs(tokens)
+            merged, spectral = merged + m, spectral + s
+        return merged, spectral
 
 
 def _autocast_dtype(x: torch.Tensor):

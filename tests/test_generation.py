@@ -36,7 +36,8 @@ def test_e2e_runner(tmp_path, config, model, method):
     assert result["test_mrs"] == 3 and result["train_examples"] == 16
     predictions = [json.loads(l) for l in open(result_file.with_suffix("") / "predictions.jsonl")]
     assert len(predictions) == 3 and all(len(p["references"]) >= 1 for p in predictions)
-    expected = {("tiny_gpt2", "fourierft"): 2 * 40, ("tiny_llama", "fourierft"): 2 * 2 * 40,
+    # GPT-2: the q and v slices of each layer's fused c_attn; LLaMA: q_proj and v_proj
+    expected = {("tiny_gpt2", "fourierft"): 2 * 2 * 40, ("tiny_llama", "fourierft"): 2 * 2 * 40,
                 ("tiny_gpt2", "lora"): 2 * 8 * (32 + 96)}[(model, method)]
     assert result["trainable_params"] == expected
 
@@ -164,3 +165,19 @@ def test_local_judge_reads_rating_from_likelihood_when_format_is_missing():
     model.lm_head.bias.data[seven] = 20.0
     assert judge.likeliest_rating(context) == 7
     assert parse_rating(judge([{"role": "user", "content": "Rate it."}])) == 7.0
+
+
+def test_reproduce_e2e_offline_stops_at_once_naming_the_model(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    # the data folder does not exist: a run that loaded data before the model would fail on it instead
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "experiment=e2e/gpt2_medium", "logger=none",
+                           f"data.e2e_dir={tmp_path / 'no-data'}", f"results_dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0
+    assert "model 'gpt2_medium' (openai-community/gpt2-medium) is neither a local folder nor reachable" in proc.stderr
+    assert "is not a folder" not in proc.stderr  # the data setting was never looked at

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -19,11 +20,16 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class Backbone:
     """A model source. Subclasses say where the weights live (`folder`); loading is shared."""
 
-    def __init__(self, name: str, target_modules: list, head: list):
+    def __init__(self, name: str, target_modules: list, head: list, fused: Optional[dict] = None):
         self.name, self.target_modules, self.head = name, list(target_modules), list(head)
+        # fused projections and their parts ({"c_attn": ["q", "k", "v"]}), for methods that can adapt parts
+        self.fused = dict(fused or {})
 
     def folder(self) -> str:
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise at once when the weights cannot be had (hub unreachable and no local folder)."""
 
     def load(self, auto_class, dtype: str = "fp32", **kwargs):
         """(model, tokenizer) of `auto_class` (e.g. AutoModelForSequenceClassification); kwargs go to the
@@ -36,12 +42,15 @@ class HubModel(Backbone):
     """A hub id or a local folder (name_or_path); offline_default is suggested when neither is reachable."""
 
     def __init__(self, name: str, name_or_path: str, target_modules: list, head: list, offline_default: str,
-                 load_in_4bit: bool = False):
-        super().__init__(name, target_modules, head)
+                 load_in_4bit: bool = False, fused: Optional[dict] = None):
+        super().__init__(name, target_modules, head, fused)
         self.name_or_path, self.offline_default, self.load_in_4bit = name_or_path, offline_default, load_in_4bit
 
     def folder(self) -> str:
         return local_or_hub(self.name, self.name_or_path, self.offline_default)
+
+    def check(self) -> None:
+        self.folder()
 
     def load(self, auto_class, dtype: str = "fp32", **kwargs):
         if self.load_in_4bit:
@@ -70,8 +79,9 @@ class SmolLM2(Backbone):
 class RandomModel(Backbone):
     """A randomly initialised model of `model_type` built from `config` (tests), with a real tokenizer folder."""
 
-    def __init__(self, name: str, model_type: str, config: dict, tokenizer: str, target_modules: list, head: list):
-        super().__init__(name, target_modules, head)
+    def __init__(self, name: str, model_type: str, config: dict, tokenizer: str, target_modules: list, head: list,
+                 fused: Optional[dict] = None):
+        super().__init__(name, target_modules, head, fused)
         self.model_type, self.config, self.tokenizer = model_type, dict(config), tokenizer
 
     def load(self, auto_class, dtype: str = "fp32", **kwargs):

@@ -31,8 +31,9 @@ class Method:
         """What separates table rows of one method (sizes); learning rates and alpha stay inside a cell."""
         return ""
 
-    def apply(self, model: nn.Module, targets: list, head: list) -> nn.Module:
-        """Make only what this method trains trainable (head included); return the model to train."""
+    def apply(self, model: nn.Module, backbone) -> nn.Module:
+        """Make only what this method trains trainable (the backbone's head included) on the backbone's targets;
+        return the model to train."""
         raise NotImplementedError
 
     def param_groups(self, model: nn.Module, head: list) -> list[dict]:
@@ -73,9 +74,10 @@ class FourierFT(Method):
         fc = self.config["fc"]
         return f"n={self.config['n']}" + (f", fc={fc}" if fc is not None else "")
 
-    def apply(self, model, targets, head):
-        return ff.apply_fourierft(model, ff.FourierFTConfig(target_modules=targets, modules_to_save=head,
-                                                            **self.config))
+    def apply(self, model, backbone):
+        config = ff.FourierFTConfig(target_modules=backbone.target_modules, modules_to_save=backbone.head,
+                                    fused=backbone.fused, **self.config)
+        return ff.apply_fourierft(model, config)
 
     def save(self, model, path):
         return ff.save_adapter(model, path)
@@ -93,12 +95,12 @@ class PeftMethod(Method):
     def peft_config(self, targets, head):
         raise NotImplementedError
 
-    def apply(self, model, targets, head):
+    def apply(self, model, backbone):
         import peft
 
         override = self.target_modules
-        targets = override if isinstance(override, str) else list(override or targets)
-        return peft.get_peft_model(model, self.peft_config(targets, list(head)))
+        targets = override if isinstance(override, str) else list(override or backbone.target_modules)
+        return peft.get_peft_model(model, self.peft_config(targets, backbone.head))
 
 
 class FourierFTPeft(PeftMethod):
@@ -157,9 +159,9 @@ class Unfrozen(Method):
     def trains(self, pname: str) -> bool:
         raise NotImplementedError
 
-    def apply(self, model, targets, head):
+    def apply(self, model, backbone):
         for pname, p in model.named_parameters():
-            p.requires_grad_(in_head(pname, head) or self.trains(pname))
+            p.requires_grad_(in_head(pname, backbone.head) or self.trains(pname))
         return model
 
 
@@ -184,7 +186,7 @@ class LinearProbe(Unfrozen):
 
 def adapt(model: nn.Module, method: Method, backbone) -> tuple[nn.Module, dict]:
     """Apply `method` to `model` on the backbone's targets and head; (model, parameter counts)."""
-    model = method.apply(model, backbone.target_modules, backbone.head)
+    model = method.apply(model, backbone)
     trainable, total = ff.trainable_parameters(model)
     head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and in_head(n, backbone.head))
     return model, {"trainable": trainable, "total": total, "head_params": head, "variant": method.variant}
