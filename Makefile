@@ -3,6 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 GLUE_DIR ?= $(firstword $(FOURIERFT_GLUE_DIR) $(wildcard ../shared/data/glue))
 DEMO_TASKS ?= mrpc,rte,stsb,cola
+DEMO_SEEDS ?= 0,1,2
 SEEDS ?= 0,11111,22222,33333,44444
 TASKS ?= sst2,mrpc,cola,qnli,rte,stsb
 MODEL ?= roberta_base
@@ -47,7 +48,8 @@ demo: $(STAMP)
 
 # E2E NLG: FourierFT vs LoRA on SmolLM2-135M (offline), five metrics on a test subset
 demo-e2e: $(STAMP) java
-	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/e2e method=fourierft,lora $(OVERRIDES)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/e2e method=fourierft,lora seed=$(DEMO_SEEDS) \
+		$(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results/demo
 
 # Alpaca instruction tuning on SmolLM2-135M, MT-Bench + Vicuna answers judged by a local model

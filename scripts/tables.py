@@ -26,8 +26,8 @@ TITLES = {
     "glue": "GLUE dev, {which} epoch, median over seeds (MCC for CoLA, Pearson for STS-B, accuracy otherwise; params "
             "exclude the task head). [best of K]: K configurations ran for that cell and the one with the best dev "
             "median is shown.",
-    "e2e": "E2E NLG test set (our rows: the test MRs each run scored), mean over seeds, one row per configuration; "
-           "BLEU/METEOR/ROUGE-L x100",
+    "e2e": "E2E NLG test set, official scorer's metrics (our rows: the test MRs each run scored), mean ± standard "
+           "deviation over seeds, one row per configuration; BLEU/METEOR/ROUGE-L x100",
     "instruct": "Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; "
                 "the paper's judge is GPT-4, ours is whatever judge= the run used",
 }
@@ -75,8 +75,10 @@ def generation_table(runs: list[dict], family: str) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows).groupby(["model", "method", "variant", "config"]).agg(
-        params=("params", "median"), seeds=("seed", "nunique"), **{m: (m, "mean") for m in metrics}).reset_index()
-    return pd.concat([table, paper_rows(family)], ignore_index=True)
+        params=("params", "median"), seeds=("seed", "nunique"), **{m: (m, "mean") for m in metrics},
+        **{f"{m}_sd": (m, "std") for m in metrics}).reset_index()
+    table = pd.concat([table, paper_rows(family)], ignore_index=True)
+    return table[[c for c in table.columns if not c.endswith("_sd")] + [f"{m}_sd" for m in metrics]]
 
 
 def glue_runs(runs: list[dict]) -> pd.DataFrame:
@@ -132,13 +134,16 @@ def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str
             for col in configs.columns[3:]:
                 if not pd.isna(row[col]) and row[col] > 1:
                     tried[(row["model"], row["method"], row["variant"], col)] = int(row[col])
-    cols = list(table.columns)
+    # "<metric>_sd" columns (spread over seeds) print inside their metric's cell: "mean ± sd"
+    cols = [c for c in table.columns if not c.endswith("_sd")]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = []
         for c in cols:
             k = tried.get((r["model"], r["method"], r["variant"], c))
-            cells.append(fmt(r[c], c) + (f" [best of {k}]" if k else ""))
+            sd = r.get(f"{c}_sd")
+            spread = f" ± {fmt(sd, c)}" if sd is not None and not pd.isna(sd) else ""
+            cells.append(fmt(r[c], c) + spread + (f" [best of {k}]" if k else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
