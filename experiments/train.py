@@ -2,10 +2,28 @@
 
 The task config names its recipe (`task.recipe._target_`); this file only composes and calls it."""
 import os
+import sys
+from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def check_presets(argv: list[str]) -> None:
+    """A mistyped experiment= stops here with the available presets (Hydra's own error lists none for nested
+    names), before anything composes or runs."""
+    available = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
+                       for p in (CONF / "experiment").rglob("*.yaml"))
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") != "experiment" or not value or value.startswith(("glob(", "choice(", "range(")):
+            continue
+        for name in value.split(","):
+            if name and name != "null" and name not in available:
+                sys.exit(f"unknown experiment preset {name!r}; available: {', '.join(available)}")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -17,4 +35,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_presets(sys.argv[1:])
     main()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Union
 
@@ -63,14 +64,28 @@ class FourierFTConfig:
                          for f in fields(cls))
 
     def __post_init__(self):
-        if isinstance(self.target_modules, tuple):
-            self.target_modules = list(self.target_modules)
-        if isinstance(self.modules_to_save, tuple):
-            self.modules_to_save = list(self.modules_to_save)
+        if isinstance(self.target_modules, (tuple, list)):
+            self.target_modules = _names("target_modules", self.target_modules)
+        elif isinstance(self.target_modules, str):
+            try:
+                re.compile(self.target_modules)
+            except re.error as e:
+                raise ValueError(f"FourierFTConfig.target_modules={self.target_modules!r} is a string, so a regular "
+                                 f"expression over module names, but it does not compile ({e}); give a list of "
+                                 "name suffixes instead, e.g. ['query', 'value']") from e
+        elif self.target_modules is not None:
+            raise ValueError("FourierFTConfig.target_modules must be a list of module-name suffixes, a regex string "
+                             f"or None, got {self.target_modules!r}")
+        if isinstance(self.modules_to_save, str):  # one module name, not its characters
+            self.modules_to_save = [self.modules_to_save]
+        if self.modules_to_save is not None:
+            self.modules_to_save = _names("modules_to_save", self.modules_to_save)
         self.n_pattern = dict(self.n_pattern or {})
         for key, value in [("n", self.n), *((f"n_pattern[{k!r}]", v) for k, v in self.n_pattern.items())]:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"FourierFTConfig.{key} must be a positive integer, got {value!r}")
+        if isinstance(self.entry_seed, bool) or not isinstance(self.entry_seed, int):
+            raise ValueError(f"FourierFTConfig.entry_seed must be an integer, got {self.entry_seed!r}")
         if not isinstance(self.scaling, (int, float)) or not math.isfinite(self.scaling):
             raise ValueError(f"FourierFTConfig.scaling must be a finite number, got {self.scaling!r}")
         if self.fc is not None and not (isinstance(self.fc, (int, float)) and math.isfinite(self.fc) and self.fc >= 0):
@@ -92,12 +107,26 @@ class FourierFTConfig:
                 raise ValueError(f"FourierFTConfig.{name}={value!r} is not one of {allowed}")
 
     def to_dict(self) -> dict:
+        """The JSON-ready fields (what adapter_config.json stores)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> FourierFTConfig:
+        """The config stored by to_dict; unknown or wrongly typed fields are an error that names them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a FourierFTConfig is a JSON object of fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown FourierFTConfig fields {sorted(unknown)}; accepted: {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as e:  # a wrongly typed field that the checks above did not name
+            raise ValueError(f"FourierFTConfig fields {data} do not form a valid config: {e}") from e
+
+
+def _names(field_name: str, values) -> list[str]:
+    values = list(values)
+    if not all(isinstance(v, str) and v for v in values):
+        raise ValueError(f"FourierFTConfig.{field_name} must hold module names (non-empty strings), got {values!r}")
+    return values

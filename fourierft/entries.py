@@ -31,7 +31,10 @@ def sample_entries(d_out: int, d_in: int, n: int, seed: int, fc: Optional[float]
                 f"fc={fc}, bandwidth={bandwidth} gives {support} positions of probability > 1e-12 in a "
                 f"{d_out}x{d_in} spectrum, fewer than n={n}; widen the bandwidth or move fc "
                 f"(the largest radial frequency here is {math.hypot(d_out / 2, d_in / 2):.0f})")
-        idx = torch.multinomial(prob, n, replacement=False, generator=generator)
+        # weighted sampling without replacement (Efraimidis-Spirakis): the n largest log(U) / p. Unlike
+        # torch.multinomial it has no 2^24-category limit, so 4096 x 11008 MLP layers and 13B q/v work too
+        keys = torch.rand(size, generator=generator, dtype=torch.float64).log_() / prob
+        idx = torch.topk(keys, n, sorted=False).indices
     return torch.stack([idx // d_in, idx % d_in])
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import FourierFTConfig
 from .files import atomic_path, write_atomic
-from .model import apply_fourierft, fourierft_layers, modules_to_save
+from .model import apply_fourierft, fourierft_layers, modules_to_save, unload
 from .targets import is_within
 
 FORMAT = "fourierft-adapter"
@@ -63,19 +63,20 @@ def save_adapter(model: nn.Module, path) -> int:
     if any(layer.merged for _, layer in fourierft_layers(model)):
         raise ValueError("unmerge(model) before save_adapter: merged weights hide the trained coefficients")
     path = Path(path)
-    tensors = _dedupe_entries(adapter_tensors(model))
+    tensors = adapter_tensors(model)
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{len(bad)} tensors hold NaN or inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}):"
+                         " training diverged; the adapter was not saved")
+    tensors = _dedupe_entries(tensors)
     # weights first, then the config that certifies them: a kill in between leaves a sha256 mismatch, never a
     # config describing weights it was not written with
     with atomic_path(path / WEIGHTS_NAME) as weights_tmp:
         save_file(tensors, str(weights_tmp), metadata={"format": FORMAT})
         digest, size = _sha256(weights_tmp), weights_tmp.stat().st_size
-    meta = {
-        "format": FORMAT, "version": VERSION,
-        "config": model.fourierft_config.to_dict(),
-        "base_model": base_identity(model),
-        "sha256": digest,
-        "adapter_bytes": size,
-    }
+    meta = {"format": FORMAT, "version": VERSION, "config": model.fourierft_config.to_dict(),
+            "base_model": base_identity(model), "sha256": digest, "adapter_bytes": size}
+    meta["config_sha256"] = _described_sha256(meta)
     write_atomic(path / CONFIG_NAME, json.dumps(meta, indent=2))
     return adapter_bytes(path)
 
@@ -101,6 +102,12 @@ def adapter_bytes(path) -> int:
     return sum((path / f).stat().st_size for f in (CONFIG_NAME, WEIGHTS_NAME))
 
 
+def _described_sha256(meta: dict) -> str:
+    """sha256 of what the config file says about the weights (config, base model, weights' digest)."""
+    described = {k: meta.get(k) for k in ("format", "version", "config", "base_model", "sha256")}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
 def _sha256(file: Path) -> str:
     h = hashlib.sha256()
     with open(file, "rb") as f:
@@ -119,16 +126,30 @@ def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file} is not valid JSON ({e}); the adapter is corrupted") from e
-    if meta.get("format") != FORMAT:
-        hint = " (a PEFT adapter: use fourierft.import_peft)" if meta.get("peft_type") else ""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        peft = isinstance(meta, dict) and meta.get("peft_type")
+        hint = " (a PEFT adapter: use fourierft.import_peft)" if peft else ""
         raise ValueError(f"{cfg_file} is not a {FORMAT} file{hint}")
-    if meta.get("version", 0) > VERSION:
-        raise ValueError(f"adapter format version {meta['version']} is newer than this library reads ({VERSION})")
+    missing = [k for k in ("version", "config", "base_model", "sha256") if k not in meta]
+    if missing:
+        raise ValueError(f"{cfg_file} lacks {', '.join(missing)}: the adapter is corrupted or was not written by "
+                         "fourierft.save_adapter")
+    if not isinstance(meta["version"], int) or meta["version"] > VERSION:
+        raise ValueError(f"adapter format version {meta['version']!r} is not one this library reads (<= {VERSION})")
+    base = meta["base_model"]
+    if not (isinstance(base, dict) and isinstance(base.get("class"), str) and isinstance(base.get("layers"), dict)):
+        raise ValueError(f"{cfg_file}: base_model must record the model class and its layers, got {base!r}")
+    if "config_sha256" in meta and meta["config_sha256"] != _described_sha256(meta):
+        raise ValueError(f"{cfg_file} was edited after it was saved (its config_sha256 no longer matches): an edited "
+                         "alpha, n or entry seed would load silently wrong, so it is refused; save the adapter again")
     digest = _sha256(weights)
     if digest != meta.get("sha256"):
         raise ValueError(f"{weights} is truncated or corrupted: its sha256 {digest[:12]}... does not match "
                          f"the {meta.get('sha256', '')[:12]}... recorded when it was saved")
     raw = load_file(str(weights))
+    bad = [k for k, t in raw.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{weights} holds NaN or inf in {', '.join(bad[:3])}: refusing to load a diverged adapter")
     tensors = {}
     for key, t in raw.items():
         if key.startswith("entries@"):
@@ -139,13 +160,15 @@ def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
     return meta, tensors
 
 
-def load_adapter(model: nn.Module, path) -> nn.Module:
+def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
     """Load an adapter folder written by save_adapter.
 
     Args:
-        model: the plain base model the adapter was trained on (it is wrapped with apply_fourierft), or a model
-            already wrapped with the same layers (their coefficients are replaced).
+        model: the base model the adapter was trained on. A model already wrapped (or merged) is first unloaded
+            without merging, so that the file's alpha, layers and modules_to_save apply, not the model's own.
         path: the adapter folder.
+        check_base: compare the base checkpoint's name (config.name_or_path, last path component) with the one
+            recorded at save time; False loads into another checkpoint of the same shapes on purpose.
 
     Returns:
         The model, with the adapter's entries, coefficients and trained modules.
@@ -159,10 +182,19 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
     expected = meta["base_model"]
     if type(model).__name__ != expected["class"]:
         raise ValueError(f"adapter {path} was saved for a {expected['class']}, not a {type(model).__name__}")
+    recorded, ours = _checkpoint_name(expected.get("name_or_path")), _checkpoint_name(base_name_or_path(model))
+    if check_base and recorded and ours and recorded != ours:
+        raise ValueError(f"adapter {path} was trained on {expected['name_or_path']!r}, but this model was loaded from "
+                         f"{base_name_or_path(model)!r}; load_adapter(..., check_base=False) if that is intended")
     entries = {k[len("entries/"):]: v.long() for k, v in tensors.items() if k.startswith("entries/")}
-    if not hasattr(model, "fourierft_config"):
-        _check_shapes(model, expected["layers"], path)
-        apply_fourierft(model, config, entries=entries)
+    if hasattr(model, "fourierft_config"):
+        layers = list(fourierft_layers(model))
+        if any(layer.merged and layer.base_layer.weight.dtype != torch.float32 for _, layer in layers):
+            raise ValueError("this model has merged FourierFT layers in reduced precision, where unmerging is not "
+                             "exact: load the adapter into the plain base model instead")
+        unload(model, merge_weights=False)
+    _check_shapes(model, expected["layers"], path)
+    apply_fourierft(model, config, entries=entries)
     layers = dict(fourierft_layers(model))
     found = {name: [layer.d_out, layer.d_in] for name, layer in layers.items()}
     if found != expected["layers"]:
@@ -171,10 +203,10 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, layer in layers.items():
-            layer.set_entries(entries[name])
-            coef = tensors[f"coefficients/{name}"]
-            if coef.shape != layer.coefficients.shape:
-                layer.coefficients = nn.Parameter(torch.empty_like(coef, device=layer.entries.device))
+            coef = tensors.get(f"coefficients/{name}")
+            if coef is None or coef.shape != layer.coefficients.shape:
+                raise ValueError(f"adapter {path} has no coefficients of {layer.n} for {name!r}: the file is "
+                                 "incomplete or was edited")
             layer.coefficients.copy_(coef)
         for key, t in tensors.items():
             if key.startswith("trained/"):
@@ -201,6 +233,11 @@ def _check_shapes(model: nn.Module, layers: dict, path) -> None:
                 got = type(module).__name__
             raise ValueError(f"adapter {path} expects module {name!r} of shape [d_out, d_in]={shape}, "
                              f"but in this {type(model).__name__} it is {got}: wrong base model?")
+
+
+def _checkpoint_name(name_or_path) -> str:
+    """"FacebookAI/roberta-base" and "/models/roberta-base/" both name roberta-base."""
+    return str(name_or_path).rstrip("/").rpartition("/")[2] if name_or_path else ""
 
 
 def _describe(layers: dict) -> str:

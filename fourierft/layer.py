@@ -59,6 +59,14 @@ class FourierFTLayer(nn.Module):
         self.register_buffer("entries", entries.to(device=device, dtype=torch.long), persistent=False)
         self._plan = None
 
+    def _apply(self, fn, recurse=True):
+        # model.to(torch.bfloat16) casts every floating parameter: the coefficients go back to float32 (they are
+        # few, and bf16 would lose them); device moves are kept
+        super()._apply(fn, recurse)
+        if self.coefficients.dtype != torch.float32:
+            self.coefficients.data = self.coefficients.data.float()
+        return self
+
     @property
     def n(self) -> int:
         return self.coefficients.numel()
@@ -104,6 +112,8 @@ class FourierFTLayer(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        """Add dW into the frozen weight. In bf16/fp16 the sum is rounded, so a later unmerge restores W only to
+        within that rounding (exact in float32)."""
         if not self.merged:
             self.weight_view().add_(self.delta_weight().to(self.base_layer.weight.dtype))
             self.merged = True

@@ -10,7 +10,7 @@ from torch import nn
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .layer import SUPPORTED, FourierFTLayer, layer_shape
-from .targets import find_modules, is_suffix, matches_regex_suffix, resolve_targets
+from .targets import describe_names, find_modules, is_suffix, matches_regex_suffix, resolve_targets
 
 
 def n_for(name: str, config: FourierFTConfig) -> int:
@@ -54,6 +54,9 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
     if any(isinstance(m, FourierFTLayer) for m in model.modules()):
         raise ValueError("this model already has FourierFT layers; unload() it first")
     targets = resolve_targets(model, config.target_modules)
+    unused = [key for key in config.n_pattern if not any(matches_regex_suffix(name, key) for name in targets)]
+    if unused:
+        raise ValueError(f"n_pattern keys {unused} match none of the adapted modules: {describe_names(targets)}")
     for name in targets:
         module = model.get_submodule(name)
         if not isinstance(module, SUPPORTED):

@@ -26,6 +26,18 @@ def peft_entries(d_out: int, d_in: int, n: int, seed: int) -> torch.Tensor:
     return torch.stack([idx // d_in, idx % d_in])
 
 
+# PEFT's task types by the transformers head class name's ending (AutoPeftModel needs one to pick the class)
+TASK_TYPES = (("ForCausalLM", "CAUSAL_LM"), ("ForSequenceClassification", "SEQ_CLS"),
+              ("ForConditionalGeneration", "SEQ_2_SEQ_LM"), ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"),
+              ("ForTokenClassification", "TOKEN_CLS"), ("ForQuestionAnswering", "QUESTION_ANS"))
+
+
+def task_type(model: nn.Module):
+    """PEFT's task_type for this model's class ("CAUSAL_LM", "SEQ_CLS", ...), or None (a bare backbone)."""
+    name = type(model).__name__
+    return next((task for ending, task in TASK_TYPES if name.endswith(ending)), None)
+
+
 def export_peft(model: nn.Module, path) -> None:
     """Write a folder that peft.PeftModel.from_pretrained(base, path) loads with the same outputs."""
     config: FourierFTConfig = model.fourierft_config
@@ -53,7 +65,7 @@ def export_peft(model: nn.Module, path) -> None:
     if targets is None:
         targets = sorted({n.rpartition(".")[2] for n in layers})
     peft_config = {
-        "peft_type": "FOURIERFT", "task_type": None, "base_model_name_or_path": base_name_or_path(model),
+        "peft_type": "FOURIERFT", "task_type": task_type(model), "base_model_name_or_path": base_name_or_path(model),
         "n_frequency": config.n, "scaling": config.scaling, "random_loc_seed": config.entry_seed,
         "target_modules": targets, "modules_to_save": config.modules_to_save, "bias": config.bias,
         "n_frequency_pattern": n_pattern, "init_weights": config.init == "zeros",

@@ -204,9 +204,13 @@ class MergedLinear(torch.autograd.Function):
             grad_x = (grad_out.to(merged.dtype) @ merged).to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_coef = plan.coef_grad(x, grad_out, scaling)
+        grad_weight = None
+        if ctx.needs_input_grad[2]:  # the frozen weight made trainable (e.g. full fine-tuning on top)
+            flat_g, flat_x = grad_out.reshape(-1, grad_out.shape[-1]), x.reshape(-1, x.shape[-1])
+            grad_weight = (flat_g.to(weight.dtype).T @ flat_x.to(weight.dtype))
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
-        return grad_x, grad_coef, None, grad_bias, None, None
+        return grad_x, grad_coef, grad_weight, grad_bias, None, None
 
 
 class SpectralDelta(torch.autograd.Function):

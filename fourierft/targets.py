@@ -9,9 +9,12 @@ from torch import nn
 
 from .layer import SUPPORTED
 
-# query/value projections per model family, tried in order: BERT/RoBERTa (and transformers-4 ViT), LLaMA/Mistral/
-# Qwen (and transformers-5 ViT), GPT-2, timm ViT
-DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("c_attn",), ("qkv",))
+# query/value projections per model family (PEFT's default-target table), tried in order, the most specific names
+# first: BERT/RoBERTa/ELECTRA (and transformers-4 ViT); LLaMA/Mistral/Qwen/Gemma/OPT/BART (and transformers-5 ViT);
+# DeBERTa-v2; GPT-2 (fused); timm ViT (fused); BLOOM/GPT-NeoX/Falcon (fused); MPT (fused); CodeGen (fused);
+# T5 and MPNet (attn.q / attn.v); DeBERTa (fused in_proj)
+DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("query_proj", "value_proj"), ("c_attn",), ("qkv",),
+                   ("query_key_value",), ("Wqkv",), ("qkv_proj",), ("q", "v"), ("in_proj",))
 
 Patterns = Union[str, Iterable[str]]
 
@@ -62,9 +65,20 @@ def resolve_targets(model: nn.Module, target_modules: Optional[Patterns]) -> lis
                 break
     if not found:
         linears = [n for n, m in model.named_modules() if isinstance(m, SUPPORTED)]
-        shown = ", ".join(linears[:40]) + (f", ... ({len(linears)} in all)" if len(linears) > 40 else "")
+        families = "; ".join("/".join(f) for f in DEFAULT_TARGETS)
         what = (f"target_modules={target_modules!r} matches" if target_modules is not None
-                else "no query/value projection (query/value, q_proj/v_proj, c_attn, qkv) was detected:")
+                else f"no query/value projection ({families}) was detected:")
         raise ValueError(f"{what} no module of {type(model).__name__}; set target_modules to suffixes "
-                         f"or a regex over these Linear/Conv1D modules: {shown or '(none)'}")
+                         f"or a regex over these Linear/Conv1D modules: {describe_names(linears)}")
     return found
+
+
+def describe_names(names: list[str], most: int = 40) -> str:
+    """Module names grouped by pattern, layer indices as "*": "encoder.layer.*.attention.self.query (12), ..."."""
+    groups: dict[str, int] = {}
+    for name in names:
+        pattern = ".".join("*" if part.isdigit() else part for part in name.split("."))
+        groups[pattern] = groups.get(pattern, 0) + 1
+    shown = [p + (f" ({k})" if k > 1 else "") for p, k in groups.items()]
+    text = ", ".join(shown[:most]) + (f", ... ({len(shown)} patterns in all)" if len(shown) > most else "")
+    return text or "(none)"

@@ -86,7 +86,8 @@ def test_export_to_peft_loads_with_same_outputs(tmp_path, family):
     from peft import PeftModel
 
     modules = ["classifier"] if family == "roberta" else None
-    base, model = trained(family, modules_to_save=modules, n_pattern={"layers.1.self_attn.v_proj": 33})
+    other_n = {"roberta": "layer.1.attention.self.value", "gpt2": "h.1.attn.c_attn", "llama": "layers.1.self_attn.v_proj"}
+    base, model = trained(family, modules_to_save=modules, n_pattern={other_n[family]: 33})
     ff.export_peft(model, tmp_path)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "FOURIERFT"
     peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from transformers import DataCollatorForSeq2Seq, set_seed
 
 from ..shared import build
+from ..shared.backbones import usable_length
 from ..shared.causal import load_causal_lm, tokenize_pair
 from ..shared.methods import adapt
 from ..shared.run import Run
@@ -47,7 +48,7 @@ def run(cfg: DictConfig) -> float:
     data, source = load_e2e(cfg.data.e2e_dir, cfg.data.e2e_fallback_dirs)
     model, tokenizer = load_causal_lm(backbone)
     model, counts = adapt(model, method, backbone)
-    length = cfg.trainer.max_length
+    length = usable_length(cfg.trainer.max_length, model, tokenizer)
 
     train = subsample(data["train"], cfg.trainer.max_train_samples, cfg.seed)
     train = train.map(lambda r: tokenize_pair(tokenizer, prompt(r["mr"]), " " + r["ref"], length),

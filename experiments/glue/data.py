@@ -42,27 +42,50 @@ def get_task(name: str) -> GlueTask:
 
 
 def read_tsv(path: Path, task: GlueTask) -> Dataset:
-    """One split of the original distribution (quoting off: MRPC and QNLI hold bare quotes)."""
+    """One split of the original distribution (quoting off: MRPC and QNLI hold bare quotes). Every row must have
+    the header's column count (CoLA: 4) and a label in range; the error names the file and line."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    first = 2 if task.header else 1  # line number of the first example
+    width = len(rows[0]) if rows else 0  # the header's (or, without one, the first row's) column count
     if task.header:
         rows = rows[1:]
+    if not any(rows):
+        raise ValueError(f"{path} has no examples{' after its header' if task.header else ''}")
+    if width <= max(task.columns):
+        raise ValueError(f"{path}: {width} columns, but GLUE {task.name} reads column {max(task.columns) + 1} "
+                         f"(texts {task.text_keys} and a label)")
     *text_cols, label_col = task.columns
     data = {key: [] for key in task.text_keys}
     data["label"] = []
-    for row in rows:
+    for line, row in enumerate(rows, start=first):
         if not row:
             continue
+        if len(row) != width:
+            raise ValueError(f"{path}, line {line}: {len(row)} tab-separated columns where the file has {width} "
+                             "(a missing field or a stray tab)")
         for key, col in zip(task.text_keys, text_cols):
             data[key].append(row[col])
-        raw = row[label_col]
-        if task.num_labels == 1:
-            data["label"].append(float(raw))
-        elif task.label_names:
-            data["label"].append(task.label_names.index(raw))
-        else:
-            data["label"].append(int(raw))
+        data["label"].append(_label(row[label_col], task, f"{path}, line {line}"))
     return Dataset.from_dict(data)
+
+
+def _label(raw: str, task: GlueTask, where: str):
+    if task.num_labels == 1:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value <= 5:
+            raise ValueError(f"{where}: similarity {raw!r} is not a number in [0, 5]")
+        return value
+    if task.label_names:
+        if raw not in task.label_names:
+            raise ValueError(f"{where}: label {raw!r} is not one of {task.label_names}")
+        return task.label_names.index(raw)
+    if raw not in [str(i) for i in range(task.num_labels)]:
+        raise ValueError(f"{where}: label {raw!r} is not one of {[str(i) for i in range(task.num_labels)]}")
+    return int(raw)
 
 
 def load_local(task: GlueTask, folder: Path) -> DatasetDict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 from omegaconf import DictConfig
@@ -10,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
 from ..shared import build
+from ..shared.backbones import usable_length
 from ..shared.methods import adapt
 from ..shared.run import Run
 from ..shared.trainer import TwoRateTrainer, subsample
@@ -48,9 +50,11 @@ def run(cfg: DictConfig) -> float:
     log.info("%s on %s/%s: trainable %d of %d", method.name, backbone.name, task.name, counts["trainable"],
              counts["total"])
 
+    max_length = usable_length(cfg.trainer.max_length, model, tokenizer)
+
     def tokenize(batch):
         texts = [batch[k] for k in task.text_keys]
-        return tokenizer(*texts, truncation=True, max_length=cfg.trainer.max_length)
+        return tokenizer(*texts, truncation=True, max_length=max_length)
 
     train = subsample(data["train"], cfg.trainer.max_train_samples, cfg.seed)
     dev = subsample(data["validation"], cfg.trainer.max_eval_samples, 0)
@@ -68,7 +72,7 @@ def run(cfg: DictConfig) -> float:
     if not epochs:
         epochs = [{"epoch": trainer.state.epoch, **dev_metrics(trainer.evaluate(), task)}]
     main = task.metrics[0]
-    best = max(epochs, key=lambda e: e[main])
+    best = best_epoch(epochs, main)
     run_.write_result(
         **counts, adapter_bytes=method.save(model, run_.artifacts) if cfg.save_adapter else None,
         main_metric=main, epochs=epochs, best={"epoch": best["epoch"], "metrics": metric_values(best)},
@@ -77,6 +81,16 @@ def run(cfg: DictConfig) -> float:
     log.info("%s %s %s seed %d: best %s=%.2f (epoch %s), last %.2f -> %s", backbone.name, task.name,
              method.name, cfg.seed, main, best[main], best["epoch"], epochs[-1][main], run_.result_file)
     return best[main]
+
+
+def best_epoch(epochs: list[dict], main: str) -> dict:
+    """The epoch with the highest finite `main` metric: a NaN epoch (a constant prediction's correlation, a
+    diverged model) is never "best"; all NaN is an error."""
+    scored = [e for e in epochs if math.isfinite(e[main])]
+    if not scored:
+        raise FloatingPointError(f"every dev evaluation gave {main}={epochs[-1][main]}: the model diverged or "
+                                 "predicts a constant; no result was written")
+    return max(scored, key=lambda e: e[main])
 
 
 def metric_values(entry: dict) -> dict:

@@ -13,7 +13,24 @@ BENCHES = {"mt_bench": "mt_bench", "vicuna": "vicuna_bench"}
 
 
 def read_alpaca(path: Path) -> Dataset:
-    return Dataset.from_list(json.loads(path.read_text()))
+    """A JSON list of {instruction, input (optional), output} records; the error names the file and record."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): truncated or not an Alpaca file") from e
+    if not isinstance(records, list) or not records:
+        kind = "an empty list" if isinstance(records, list) else f"a JSON {type(records).__name__}"
+        raise ValueError(f"{path} holds {kind}; expected a non-empty list of {{instruction, input, output}} records")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, record {i}: a {type(record).__name__}, expected an object with "
+                             "instruction, input (optional) and output")
+        bad = [k for k in ("instruction", "output") if not isinstance(record.get(k), str)]
+        if bad or not isinstance(record.get("input", ""), str):
+            raise ValueError(f"{path}, record {i}: {', '.join(bad or ['input'])} missing or not text "
+                             f"(it has {sorted(record)})")
+    return Dataset.from_list([{"instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]}
+                              for r in records])
 
 
 def load_alpaca(path: Optional[str], fallbacks=()) -> tuple[Dataset, str]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,13 +54,25 @@ class OpenAIJudge:
     """Chat completions at base_url (OpenAI, vLLM, llama.cpp server, ...), temperature 0 as FastChat."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
-                 max_tokens: int = 2048):
+                 max_tokens: int = 2048, retries: int = 5, backoff: float = 2.0):
         if not base_url or not model:
             raise ValueError("judge=openai needs judge.base_url and judge.model (or OPENAI_BASE_URL / JUDGE_MODEL)")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.timeout, self.max_tokens = model, timeout, max_tokens
+        self.retries, self.backoff = retries, backoff
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
         self.name = f"openai:{model}"
+
+    def check(self) -> None:
+        """Is the endpoint there at all? Asked before training, so that a typo in the URL costs seconds, not a run."""
+        parts = urllib.parse.urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=10).close()
+        except OSError as e:
+            raise RuntimeError(f"judge endpoint {self.url} cannot be reached ({e}); set judge.base_url (or "
+                               "OPENAI_BASE_URL) to a running OpenAI-compatible server, or judge=none to judge the "
+                               "saved answers later") from e
 
     def __call__(self, messages: list[dict]) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
@@ -65,13 +80,19 @@ class OpenAIJudge:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.load(response)
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"judge endpoint {self.url} answered {e.code}: {e.read()[:300]!r}") from e
-        return reply["choices"][0]["message"]["content"]
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.load(response)["choices"][0]["message"]["content"]
+            except urllib.error.HTTPError as e:
+                transient = e.code == 429 or e.code >= 500
+                error = RuntimeError(f"judge endpoint {self.url} answered {e.code}: {e.read()[:300]!r}")
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                transient, error = True, RuntimeError(f"judge endpoint {self.url} failed: {e}")
+            if not transient or attempt == self.retries:
+                raise error
+            time.sleep(self.backoff * 2**attempt)  # rate limits and restarts pass; wait longer each time
 
 
 class LocalJudge:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .sources import local_or_hub
 
+log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -88,6 +90,20 @@ class RandomModel(Backbone):
         tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
         config = AutoConfig.for_model(self.model_type, vocab_size=len(tokenizer), **self.config, **kwargs)
         return auto_class.from_config(config).to(DTYPES[dtype]), tokenizer
+
+
+def usable_length(requested: int, model, tokenizer) -> int:
+    """trainer.max_length clipped to what the model's position table holds (with a warning): a longer sequence
+    would crash inside the model."""
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if positions and config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        positions -= config.pad_token_id + 1  # RoBERTa's position ids start after the padding index
+    if positions and requested > positions:
+        log.warning("trainer.max_length=%d exceeds %s's %d positions: using %d", requested, config.model_type,
+                    positions, positions)
+        return positions
+    return requested
 
 
 def four_bit_config():

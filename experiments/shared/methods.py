@@ -6,12 +6,17 @@ always trains, at `head_lr`; everything else the method trains runs at `lr`.
 """
 from __future__ import annotations
 
+import logging
+import statistics
 from pathlib import Path
 from typing import Optional, Union
 
+import torch
 from torch import nn
 
 import fourierft as ff
+
+log = logging.getLogger(__name__)
 
 
 def in_head(pname: str, head: list) -> bool:
@@ -77,7 +82,13 @@ class FourierFT(Method):
     def apply(self, model, backbone):
         config = ff.FourierFTConfig(target_modules=backbone.target_modules, modules_to_save=backbone.head,
                                     fused=backbone.fused, **self.config)
-        return ff.apply_fourierft(model, config)
+        model = ff.apply_fourierft(model, config)
+        ratios = init_delta_ratios(model)
+        if ratios:
+            # alpha's effect shrinks with d_out * d_in (ifft2's normalisation): say how strong it is here
+            log.info("FourierFT at init: |dW| / |W| median %.3g (min %.3g, max %.3g) over %d layers, alpha=%s",
+                     statistics.median(ratios), min(ratios), max(ratios), len(ratios), config.scaling)
+        return model
 
     def save(self, model, path):
         return ff.save_adapter(model, path)
@@ -182,6 +193,13 @@ class LinearProbe(Unfrozen):
 
     def trains(self, pname):
         return False
+
+
+@torch.no_grad()
+def init_delta_ratios(model: nn.Module) -> list[float]:
+    """Frobenius |dW| / |W| of each FourierFT layer (0 where dW starts at zero)."""
+    return [(layer.delta_weight().norm() / layer.weight_view().float().norm().clamp_min(1e-30)).item()
+            for _, layer in ff.fourierft_layers(model)]
 
 
 def adapt(model: nn.Module, method: Method, backbone) -> tuple[nn.Module, dict]:

@@ -2,12 +2,15 @@
 every recipe writes: what ran (config, commit), what it cost (params, bytes, time, memory), what it scored."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,12 +18,13 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from fourierft import write_atomic
+from fourierft import atomic_path, write_atomic
 
+from .faults import fault
 from .trainer import mixed_precision
+from .validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +68,55 @@ def environment() -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        fault("result")  # tests: a kill while the results file is half written
+
+
+def last_complete_checkpoint(folder: Path):
+    """The newest checkpoint-N whose trainer_state.json (written last by Trainer) is whole; checkpoints a kill
+    interrupted are removed so that they never shadow a complete one."""
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                   key=lambda p: int(p.name[11:]), reverse=True)
+    for checkpoint in found:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return str(checkpoint)
+        except (OSError, json.JSONDecodeError):
+            log.warning("removing %s: a kill interrupted its save", checkpoint)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
+class RunGuard(TrainerCallback):
+    """Stops a diverged run (NaN/inf loss) with a clear error, records the time spent so far at each checkpoint
+    (a resumed run's wall time covers every segment), and carries the resume tests' fault point mid-epoch."""
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss} at step {state.global_step} ({self.run.cfg.method.name}, "
+                f"method.lr={self.run.cfg.method.lr}): the run diverged; lower method.lr (or method.scaling)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            fault("step")  # tests: a kill mid-epoch
+
+    def on_save(self, args, state, control, **kwargs):
+        write_atomic(self.run.elapsed_file, json.dumps({"seconds": self.run.elapsed()}))
 
 
 class Run:
-    """A run's identity (settings hash), its results file, and its checkpoint folder."""
+    """A run's identity (settings hash), its results file, its checkpoint folder and its lock."""
 
     def __init__(self, cfg: DictConfig, family: str, task: str):
+        validate(cfg)
         comparable = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "method", "trainer")}
         self.cfg, self.family, self.task = cfg, family, task
         self.id = config_id(comparable)
@@ -78,15 +124,48 @@ class Run:
         self.result_file = Path(cfg.results_dir) / family / cfg.model.name / task / f"{stem}.json"
         self.artifacts = self.result_file.with_suffix("")  # adapter, predictions
         self.checkpoints = Path(cfg.checkpoint_dir) / f"{family}-{cfg.model.name}-{task}-{stem}"
+        self.elapsed_file = self.checkpoints / "elapsed.json"
         self.commit = git_commit()  # the code this run started with, even if the tree changes while it runs
         self.started = time.time()
+        self.earlier = 0.0  # seconds spent by the segments before a resume
+        self._lock = None
 
     def finished(self):
-        """The stored result when this exact run is done and overwrite is off, else None."""
+        """The stored result when this exact run is done and overwrite is off, else None. Otherwise the run is
+        claimed (locked) for this process: a second start of the same run stops with the holder's pid."""
         if self.result_file.exists() and not self.cfg.overwrite:
             log.info("already done: %s (overwrite=true to run again)", self.result_file)
             return json.loads(self.result_file.read_text())
+        self.claim()
+        for stale in self.result_file.parent.glob(f".{self.result_file.name}.*.tmp"):
+            stale.unlink()  # left by a kill during an earlier results write
+        if self.cfg.overwrite:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)  # overwrite means train again, not resume
+        elif self.elapsed_file.is_file():
+            self.earlier = json.loads(self.elapsed_file.read_text())["seconds"]
         return None
+
+    def claim(self) -> None:
+        """Hold this run's lock file for the life of the process; refused while another process holds it."""
+        lock_file = self.result_file.with_suffix(".lock")
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_file, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RuntimeError(f"this run is already in progress (process {holder} holds {lock_file}); it writes "
+                               f"{self.result_file}. Wait for it, or stop it first.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._lock = handle  # the OS releases it when this process ends, however it ends
+
+    def elapsed(self) -> float:
+        return self.earlier + time.time() - self.started
 
     def training_args(self, method, **overrides) -> TrainingArguments:
         cfg, t = self.cfg, self.cfg.trainer
@@ -98,15 +177,20 @@ class Run:
             save_total_limit=1, logging_steps=t.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
             report_to=list(cfg.logger.report_to), run_name=f"{cfg.model.name}-{self.task}-{method.name}-s{cfg.seed}",
             disable_tqdm=not t.progress_bar, dataloader_num_workers=t.num_workers, use_cpu=t.use_cpu,
+            logging_nan_inf_filter=False,  # a NaN loss must reach RunGuard, not be averaged away
             **mixed_precision(t.precision))
         args.update(overrides)
         return TrainingArguments(**args)
 
     def train(self, trainer: Trainer) -> None:
-        resume = get_last_checkpoint(str(self.checkpoints)) if self.checkpoints.is_dir() else None
+        """Train, resuming from the last complete checkpoint of an interrupted earlier start."""
+        trainer.add_callback(RunGuard(self))
+        resume = last_complete_checkpoint(self.checkpoints)
         if resume:
             log.info("resuming from %s", resume)
-        trainer.train(resume_from_checkpoint=resume)
+        output = trainer.train(resume_from_checkpoint=resume)
+        if not math.isfinite(output.training_loss):
+            raise FloatingPointError(f"training loss is {output.training_loss}: the run diverged; lower method.lr")
 
     def write_result(self, *, trainable: int, total: int, head_params: int, variant: str, adapter_bytes,
                      **fields) -> dict:
@@ -116,7 +200,7 @@ class Run:
             "family": self.family, "task": self.task, "model": cfg.model.name, "method": cfg.method.name,
             "variant": variant, "seed": cfg.seed, "config_id": self.id, "trainable_params": trainable,
             "head_params": head_params, "total_params": total, "adapter_bytes": adapter_bytes, **fields,
-            "wall_time_s": time.time() - self.started, "peak_memory": peak_memory_mb(),
+            "wall_time_s": self.elapsed(), "peak_memory": peak_memory_mb(),
             "git_commit": self.commit, **environment(), "config": OmegaConf.to_container(cfg, resolve=True),
         }
         write_json_atomic(self.result_file, result)

@@ -1,8 +1,12 @@
 """The Trainer every recipe uses: transformers' Trainer with two learning rates, and its precision settings."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import Trainer
+
+from .faults import fault
 
 
 class TwoRateTrainer(Trainer):
@@ -12,6 +16,11 @@ class TwoRateTrainer(Trainer):
     def __init__(self, *args, method=None, head=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.method, self.head = method, list(head or [])
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        if len(list(Path(output_dir).parent.glob("checkpoint-*"))) > 1:
+            fault("checkpoint")  # tests: killed before trainer_state.json, a complete checkpoint beside it
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
