@@ -36,4 +36,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     check_presets(sys.argv[1:])
+    from experiments.shared.run import git_commit
+
+    git_commit()  # the commit of the code this process loads, before a sweep's later jobs start
     main()

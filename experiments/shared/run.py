@@ -3,6 +3,7 @@ every recipe writes: what ran (config, commit), what it cost (params, bytes, tim
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -29,8 +30,10 @@ from .validate import validate
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """HEAD of the checkout the code runs from, "-dirty" when tracked files differ from it."""
+    """HEAD of the checkout the code runs from, "-dirty" when tracked files differ from it. Read once per process
+    (every run of a sweep runs the code loaded at its start, whatever the tree does meanwhile)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here)
