@@ -49,10 +49,17 @@ def test_references_grouped_by_mr():
 
 class _Judge(BaseHTTPRequestHandler):
     requests = []
+    failures = 0
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Judge.requests.append((self.headers.get("Authorization"), body))
+        if _Judge.failures > 0:  # a transient failure (overload, restart)
+            _Judge.failures -= 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         reply = {"choices": [{"message": {"role": "assistant", "content": "Fine answer. Rating: [[7]]"}}]}
         data = json.dumps(reply).encode()
         self.send_response(200)
@@ -71,6 +78,7 @@ def judge_server():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Judge.requests.clear()
+    _Judge.failures = 0
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
     server.server_close()
@@ -181,3 +189,55 @@ def test_reproduce_e2e_offline_stops_at_once_naming_the_model(tmp_path):
     assert proc.returncode != 0
     assert "model 'gpt2_medium' (openai-community/gpt2-medium) is neither a local folder nor reachable" in proc.stderr
     assert "is not a folder" not in proc.stderr  # the data setting was never looked at
+
+
+def test_judge_retries_transient_errors(judge_server):
+    _Judge.failures = 2
+    judge = OpenAIJudge(judge_server, "m", backoff=0.01)
+    assert parse_rating(judge([{"role": "user", "content": "rate"}])) == 7.0
+    assert len(_Judge.requests) == 3
+    _Judge.failures = 5
+    with pytest.raises(RuntimeError, match="answered 503"):
+        OpenAIJudge(judge_server, "m", retries=2, backoff=0.01)([{"role": "user", "content": "rate"}])
+
+
+@needs_data
+def test_unreachable_judge_stops_the_run_before_training(tmp_path, config):
+    cfg = config("task=alpaca", "model=tiny_llama", "method.n=30", "judge=openai", "judge.model=stub",
+                 "judge.base_url=http://127.0.0.1:9/v1")
+    with pytest.raises(RuntimeError, match="judge endpoint http://127.0.0.1:9/v1/chat/completions cannot be reached"):
+        instruct.run(cfg)
+    assert not (tmp_path / "ckpt").exists() and not list((tmp_path / "results").rglob("*answers*"))
+
+
+@pytest.mark.slow
+@needs_data
+def test_judge_failure_keeps_training_and_answers_and_judging_later_works(tmp_path, config, judge_server):
+    common = ["task=alpaca", "model=tiny_llama", "method.n=30", "task.max_questions=1", "task.max_new_tokens=4"]
+    # 1) the judge fails after training and answering: adapter and answers stay, no result yet
+    _Judge.failures = 100
+    failing = config(*common, "judge=openai", "judge.model=stub", f"judge.base_url={judge_server}", "+judge.retries=0")
+    with pytest.raises(RuntimeError, match="answered 503"):
+        instruct.run(failing)
+    artifacts = next((tmp_path / "results").rglob("pending.json")).parent
+    assert (artifacts / "adapter" / "adapter.safetensors").is_file() and (artifacts / "mt_bench_answers.jsonl").is_file()
+    answers = (artifacts / "mt_bench_answers.jsonl").read_text()
+    # 2) rerun once the judge is back: it only judges (the saved answers, not new ones)
+    _Judge.failures = 0
+    instruct.run(failing)
+    result = json.loads(next((tmp_path / "results").rglob("*seed0.json")).read_text())
+    assert result["metrics"]["mt_bench"] == 7.0 and result["judge"] == "openai:stub"
+    assert (artifacts / "mt_bench_answers.jsonl").read_text() == answers and not (artifacts / "pending.json").exists()
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_run_without_judge_is_judged_later(tmp_path, config, judge_server):
+    common = ["task=alpaca", "model=tiny_llama", "method.n=30", "task.max_questions=1", "task.max_new_tokens=4"]
+    instruct.run(config(*common, "judge=none"))
+    result_file = next((tmp_path / "results").rglob("*seed0.json"))
+    assert json.loads(result_file.read_text())["judge"] is None
+    instruct.run(config(*common, "judge=openai", "judge.model=stub", f"judge.base_url={judge_server}"))
+    result = json.loads(result_file.read_text())
+    assert result["judge"] == "openai:stub" and result["metrics"]["vicuna"] == 7.0
+    assert result["metrics"]["mt_bench_rouge_l"] == json.loads(result_file.read_text())["metrics"]["mt_bench_rouge_l"]

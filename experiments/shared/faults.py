@@ -1,6 +1,6 @@
 """Fault injection for the resume tests: FOURIERFT_FAULT=<point> kills the process (SIGKILL, as a crash or an
-out-of-memory kill would) at that point. Points: "step" (mid-epoch), "checkpoint" (mid checkpoint save, a complete
-earlier checkpoint beside it), "result" (mid results write). Unset, nothing happens."""
+out-of-memory kill would) at that point. Points: "step:<N>" (after optimizer step N), "checkpoint" (mid checkpoint
+save, a complete earlier checkpoint beside it), "result" (mid results write). Unset, nothing happens."""
 import os
 import signal
 

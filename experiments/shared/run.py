@@ -93,6 +93,9 @@ def last_complete_checkpoint(folder: Path):
     return None
 
 
+HELD: dict[Path, object] = {}  # run locks this process holds, by lock file
+
+
 class RunGuard(TrainerCallback):
     """Stops a diverged run (NaN/inf loss) with a clear error, records the time spent so far at each checkpoint
     (a resumed run's wall time covers every segment), and carries the resume tests' fault point mid-epoch."""
@@ -108,8 +111,7 @@ class RunGuard(TrainerCallback):
                 f"method.lr={self.run.cfg.method.lr}): the run diverged; lower method.lr (or method.scaling)")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            fault("step")  # tests: a kill mid-epoch
+        fault(f"step:{state.global_step}")  # tests: a kill after this optimizer step
 
     def on_save(self, args, state, control, **kwargs):
         write_atomic(self.run.elapsed_file, json.dumps({"seconds": self.run.elapsed()}))
@@ -151,6 +153,9 @@ class Run:
     def claim(self) -> None:
         """Hold this run's lock file for the life of the process; refused while another process holds it."""
         lock_file = self.result_file.with_suffix(".lock")
+        if lock_file.resolve() in HELD:  # this process holds it already (a run retried in the same process)
+            self._lock = HELD[lock_file.resolve()]
+            return
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_file, "a+")
         try:
@@ -165,7 +170,7 @@ class Run:
         handle.truncate()
         handle.write(f"{os.getpid()} on {socket.gethostname()}")
         handle.flush()
-        self._lock = handle  # the OS releases it when this process ends, however it ends
+        self._lock = HELD[lock_file.resolve()] = handle  # the OS releases it when this process ends, however it ends
 
     def elapsed(self) -> float:
         return self.earlier + time.time() - self.started
