@@ -15,7 +15,7 @@ E2E_SEEDS ?= 0,1,2
 OVERRIDES ?=
 STAMP := .make/installed
 
-.PHONY: install java test test-fast lint score-e2e reproduce-e2e demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: install java test test-fast lint score-e2e reproduce-e2e sweep figures demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -77,6 +77,26 @@ reproduce-e2e: $(STAMP) java
 	$(PYTHON) -m experiments.train -m 'experiment=$(shell echo $(E2E_MODELS) | sed 's/[^,]*/e2e\/&/g')' \
 		method=$(E2E_METHODS) seed=$(E2E_SEEDS) $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results
+
+# A committed sweep (conf/sweep/): make sweep SWEEP=basis EXPERIMENT=glue/roberta_base/rte SEEDS=0,11111
+# (Figure 4 needs both SWEEP=n_scaling_fourierft and SWEEP=n_scaling_lora). Parallel: OVERRIDES="hydra/launcher=joblib"
+SWEEP ?= basis
+EXPERIMENT ?= glue/roberta_base/rte
+sweep: $(STAMP)
+	$(PYTHON) -m experiments.train -m sweep=$(SWEEP) experiment=$(EXPERIMENT) seed=$(SEEDS) $(OVERRIDES)
+
+figures: $(STAMP)
+	$(PYTHON) scripts/figures.py --results results/sweeps --main results --out results/figures
+
+# Offline sweeps on MiniLM / STS-B (a few n, r, f_c points and the three bases), then their figures.
+DEMO_SWEEP = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=stsb \
+	results_dir=results/demo/sweeps $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR))
+demo-sweep: $(STAMP)
+	$(DEMO_SWEEP) sweep=n_scaling_fourierft method.n=100,1000,4000 $(OVERRIDES)
+	$(DEMO_SWEEP) sweep=n_scaling_lora method.r=1,8 $(OVERRIDES)
+	$(DEMO_SWEEP) sweep=fc method.fc=0,150 $(OVERRIDES)
+	$(DEMO_SWEEP) sweep=basis '+method.basis=random,orthogonal' $(OVERRIDES)
+	$(PYTHON) scripts/figures.py --results results/demo/sweeps --main results/demo --out results/demo/figures
 
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py

@@ -6,6 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Union
 
+from .bases import BASES
+
 PATHS = ("auto", "dense", "merged", "spectral")
 INITS = ("normal", "zeros")
 BIASES = ("none", "all")
@@ -51,6 +53,11 @@ class FourierFTConfig:
         "parts get no dW. Empty: a fused module is one matrix.")})
     fused_targets: list[str] = field(default_factory=lambda: ["q", "v"], metadata={"help": (
         "Which parts of a fused projection are adapted (the paper adapts q and v).")})
+    basis: str = field(default="fourier", metadata={"help": (
+        "The paper's basis ablation (Table 6): \"fourier\" (FourierFT), or the same entries and coefficients on "
+        "seeded \"random\" Gaussian or random \"orthogonal\" bases instead of the inverse DFT (scaled to its column "
+        "norm). Non-Fourier bases are for the ablation: slower, and PEFT cannot load them.")})
+    basis_seed: int = field(default=0, metadata={"help": "Seed of the random bases (basis != \"fourier\")."})
     path: str = field(default="auto", metadata={"help": (
         "How a layer computes during training: \"merged\" (one GEMM with W + dW, no weight gradient), "
         "\"spectral\" (dW applied in the frequency domain, never built), \"dense\" (the reference formula, as "
@@ -101,7 +108,10 @@ class FourierFTConfig:
             if not set(self.fused_targets) & set(parts):
                 raise ValueError(f"FourierFTConfig.fused_targets={self.fused_targets!r} names no part of "
                                  f"fused[{key!r}]={parts!r}")
-        choices = (("init", self.init, INITS), ("bias", self.bias, BIASES), ("path", self.path, PATHS))
+        if isinstance(self.basis_seed, bool) or not isinstance(self.basis_seed, int):
+            raise ValueError(f"FourierFTConfig.basis_seed must be an integer, got {self.basis_seed!r}")
+        choices = (("init", self.init, INITS), ("bias", self.bias, BIASES), ("path", self.path, PATHS),
+                   ("basis", self.basis, BASES))
         for name, value, allowed in choices:
             if value not in allowed:
                 raise ValueError(f"FourierFTConfig.{name}={value!r} is not one of {allowed}")

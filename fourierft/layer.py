@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral import BlockPlan, MergedLinear, SpectralDelta, SpectralPlan
+from .spectral import BlockPlan, MergedLinear, SpectralDelta, SpectralPlan, make_plan
 
 try:  # transformers is optional: only needed to recognise GPT-2's Conv1D
     from transformers.pytorch_utils import Conv1D
@@ -42,7 +42,8 @@ class FourierFTLayer(nn.Module):
     """
 
     def __init__(self, base_layer: nn.Module, entries: torch.Tensor, scaling: float, init: str = "normal",
-                 path: str = "auto", blocks: Optional[list[tuple[int, int]]] = None):
+                 path: str = "auto", blocks: Optional[list[tuple[int, int]]] = None, basis: str = "fourier",
+                 basis_seed: int = 0):
         super().__init__()
         self.base_layer = base_layer
         self.d_out, self.d_in = layer_shape(base_layer)
@@ -51,6 +52,7 @@ class FourierFTLayer(nn.Module):
         self.path = path
         self.merged = False
         self.blocks = [tuple(b) for b in blocks] if blocks else None
+        self.basis, self.basis_seed = basis, basis_seed
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)
@@ -74,9 +76,9 @@ class FourierFTLayer(nn.Module):
     def plan(self) -> SpectralPlan:
         if self._plan is None or self._plan.device != self.entries.device:
             if self.blocks:
-                self._plan = BlockPlan(self.entries, self.d_out, self.d_in, self.blocks)
+                self._plan = BlockPlan(self.entries, self.d_out, self.d_in, self.blocks, self.basis, self.basis_seed)
             else:
-                self._plan = SpectralPlan(self.entries, self.d_out, self.d_in)
+                self._plan = make_plan(self.entries, self.d_out, self.d_in, self.basis, self.basis_seed)
         return self._plan
 
     def set_entries(self, entries: torch.Tensor) -> None:
@@ -126,4 +128,6 @@ class FourierFTLayer(nn.Module):
 
     def extra_repr(self) -> str:
         blocks = f", blocks={self.blocks}" if self.blocks else ""
-        return f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}{blocks}"
+        basis = f", basis={self.basis}" if self.basis != "fourier" else ""
+        return (f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}"
+                f"{blocks}{basis}")

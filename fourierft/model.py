@@ -85,7 +85,7 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
         else:
             layer_entries = draw(d_out, d_in, n, name)
         _set_module(model, name, FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path,
-                                                blocks=blocks))
+                                                blocks=blocks, basis=config.basis, basis_seed=config.basis_seed))
     for name in modules_to_save(model, config):
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)

@@ -44,6 +44,9 @@ def export_peft(model: nn.Module, path) -> None:
     if config.fc is not None:
         raise ValueError("PEFT's FourierFT has no frequency bias: an adapter drawn with fc="
                          f"{config.fc} cannot be exported (PEFT would regenerate uniform entries)")
+    if config.basis != "fourier":
+        raise ValueError(f"PEFT's FourierFT has only the Fourier basis: an adapter with basis={config.basis!r} (the "
+                         "basis ablation) cannot be exported; save it with fourierft.save_adapter")
     layers = dict(fourierft_layers(model))
     fused = [name for name, layer in layers.items() if layer.blocks]
     if fused:

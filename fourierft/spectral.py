@@ -107,15 +107,25 @@ class SpectralPlan:
         return dense_delta_weight(torch.stack([self.u, self.v]), coef, self.d_out, self.d_in, scaling)
 
 
+def make_plan(entries: torch.Tensor, d_out: int, d_in: int, basis: str = "fourier", basis_seed: int = 0):
+    """The plan of one spectrum: the inverse DFT (SpectralPlan), or a random basis of the ablation (BasisPlan)."""
+    if basis == "fourier":
+        return SpectralPlan(entries, d_out, d_in)
+    from .bases import BasisPlan
+
+    return BasisPlan(entries, d_out, d_in, basis, basis_seed)
+
+
 class BlockPlan(SpectralPlan):
     """A fused projection (GPT-2's c_attn, timm's qkv) whose output rows split into parts: each adapted part is an
     independent spectrum over its own rows (its own d_part x d_in normalisation), the other rows get no dW.
     `coef` is the parts' coefficients one after the other."""
 
-    def __init__(self, entries: torch.Tensor, d_out: int, d_in: int, blocks: list[tuple[int, int]]):
+    def __init__(self, entries: torch.Tensor, d_out: int, d_in: int, blocks: list[tuple[int, int]],
+                 basis: str = "fourier", basis_seed: int = 0):
         self.d_out, self.d_in, self.blocks = d_out, d_in, [tuple(b) for b in blocks]
         width = entries.shape[1] // len(self.blocks)
-        self.plans = [SpectralPlan(entries[:, i * width:(i + 1) * width], size, d_in)
+        self.plans = [make_plan(entries[:, i * width:(i + 1) * width], size, d_in, basis, basis_seed)
                       for i, (_, size) in enumerate(self.blocks)]
         self.n, self.device = entries.shape[1], entries.device
         self.width = width

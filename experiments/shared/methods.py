@@ -69,15 +69,16 @@ class FourierFT(Method):
 
     def __init__(self, name: str, lr: float, head_lr: float, n: int, scaling: float, weight_decay: float = 0.0,
                  entry_seed: int = 2024, fc: Optional[float] = None, bandwidth: float = 200.0, init: str = "normal",
-                 path: str = "auto"):
+                 path: str = "auto", basis: str = "fourier", basis_seed: int = 0):
         super().__init__(name, lr, head_lr, weight_decay)
         self.config = dict(n=n, scaling=scaling, entry_seed=entry_seed, fc=fc, bandwidth=bandwidth, init=init,
-                           path=path)
+                           path=path, basis=basis, basis_seed=basis_seed)
 
     @property
     def variant(self) -> str:
-        fc = self.config["fc"]
-        return f"n={self.config['n']}" + (f", fc={fc}" if fc is not None else "")
+        fc, basis = self.config["fc"], self.config["basis"]
+        return (f"n={self.config['n']}" + (f", fc={fc}" if fc is not None else "")
+                + (f", basis={basis}" if basis != "fourier" else ""))
 
     def apply(self, model, backbone):
         config = ff.FourierFTConfig(target_modules=backbone.target_modules, modules_to_save=backbone.head,

@@ -1,0 +1,205 @@
+"""The paper's figures from sweep results (conf/sweep/): PNGs plus the numbers behind them as markdown.
+
+- fig1_params_vs_score.png: trainable parameters vs GLUE average, every method (Figure 1)
+- fig3_sampling.png: the entry-sampling probability over the centred spectrum for several f_c (Figure 3; a pure
+  function of the sampler, no results needed)
+- fig4_n_scaling.png: dev score vs adapter parameters, LoRA (r) vs FourierFT (n), per task, mean ± sd over seeds
+- fig5_fc.png: dev score vs f_c per task, the uniform draw as a dashed line
+- basis.md: the basis ablation table (Table 6)
+
+python scripts/figures.py [--results results/sweeps] [--main results] [--out results/figures]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import TASK_NAMES, aggregate, fmt, glue_runs, read_results  # noqa: E402
+
+from fourierft import frequency_bias, write_atomic  # noqa: E402
+
+
+def per_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """Best-epoch dev score per configuration: mean and sd over seeds, with its method settings."""
+    return (runs.groupby(["model", "method", "variant", "task", "config_id"])
+            .agg(score=("best", "mean"), sd=("best", "std"), seeds=("seed", "nunique"),
+                 params=("adapter_params", "median"), n=("n", "first"), r=("r", "first"), fc=("fc", "first"),
+                 basis=("basis", "first"))
+            .reset_index())
+
+
+def sweep_runs(results: Path) -> pd.DataFrame:
+    raw = [r for r in read_results(results) if r["family"] == "glue"]
+    runs = glue_runs(raw)
+    if runs.empty:
+        return runs
+    method_cfg = [r["config"]["method"] for r in raw]
+    runs["n"] = [m.get("n") for m in method_cfg]
+    runs["r"] = [m.get("r") for m in method_cfg]
+    runs["fc"] = [m.get("fc") for m in method_cfg]
+    runs["basis"] = [m.get("basis", "fourier") if m["name"] == "fourierft" else None for m in method_cfg]
+    return runs
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=130)
+    tmp.replace(path)
+    _plt().close(fig)
+
+
+def fig3_sampling(out: Path, fcs=(0, 100, 200, 300), size=384, bandwidth=200.0) -> dict:
+    """Eq. 5 over a size x size centred spectrum; returns each panel's median radius for the notes."""
+    import torch
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(fcs), figsize=(3.2 * len(fcs), 3.2))
+    radius = torch.fft.fftshift(torch.sqrt(torch.fft.fftfreq(size, 1 / size)[:, None] ** 2
+                                           + torch.fft.fftfreq(size, 1 / size)[None, :] ** 2))
+    medians = {}
+    for ax, fc in zip(axes, fcs):
+        p = torch.fft.fftshift(frequency_bias(size, size, float(fc), bandwidth))
+        p = p / p.sum()
+        ax.imshow(p.numpy(), cmap="viridis")
+        ax.set_title(f"f_c = {fc}, W = {bandwidth:g}", fontsize=9)
+        ax.axis("off")
+        order = torch.argsort(radius.flatten())
+        cdf = torch.cumsum(p.flatten()[order], 0)
+        medians[fc] = float(radius.flatten()[order][torch.searchsorted(cdf, torch.tensor(0.5, dtype=cdf.dtype))])
+    fig.suptitle(f"Entry-sampling probability over a {size}x{size} centred spectrum (Eq. 5)", fontsize=10)
+    fig.tight_layout()
+    save(fig, out / "fig3_sampling.png")
+    return medians
+
+
+def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
+    rows = configs[(configs.method.isin(["fourierft", "lora"])) & configs.fc.isna()
+                   & configs.basis.fillna("fourier").eq("fourier")]
+    if rows.empty:
+        return ""
+    plt = _plt()
+    tasks = sorted(rows.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    lines = ["| task | method | setting | adapter params | seeds | dev score |", "|---|---|---|---|---|---|"]
+    for ax, task in zip(axes[0], tasks):
+        for method, key, marker in (("lora", "r", "s"), ("fourierft", "n", "o")):
+            curve = rows[(rows.task == task) & (rows.method == method)].sort_values("params")
+            if curve.empty:
+                continue
+            ax.errorbar(curve.params, curve.score, yerr=curve.sd.fillna(0), marker=marker, capsize=3,
+                        label=f"{method} ({key})")
+            for _, c in curve.iterrows():
+                ax.annotate(f"{key}={int(c[key])}", (c.params, c.score), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+                sd = f" ± {fmt(c.sd, 'score')}" if pd.notna(c.sd) else ""
+                lines.append(f"| {TASK_NAMES.get(task, task)} | {method} | {key}={int(c[key])} | "
+                             f"{fmt(c.params, 'params')} | {int(c.seeds)} | {fmt(c.score, 'score')}{sd} |")
+        ax.set_xscale("log")
+        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_xlabel("adapter parameters (log)")
+        ax.set_ylabel("dev score (best epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, out / "fig4_n_scaling.png")
+    return "\n".join(lines)
+
+
+def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
+    rows = configs[(configs.method == "fourierft") & configs.basis.fillna("fourier").eq("fourier")]
+    biased = rows[rows.fc.notna()]
+    if biased.empty:
+        return ""
+    plt = _plt()
+    tasks = sorted(biased.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    lines = ["| task | n | f_c | seeds | dev score |", "|---|---|---|---|---|"]
+    for ax, task in zip(axes[0], tasks):
+        for n in sorted(int(n) for n in biased[biased.task == task].n.unique()):
+            curve = biased[(biased.task == task) & (biased.n == n)].sort_values("fc")
+            ax.errorbar(curve.fc, curve.score, yerr=curve.sd.fillna(0), marker="o", capsize=3, label=f"n={n}")
+            uniform = rows[(rows.task == task) & (rows.n == n) & rows.fc.isna()]
+            if not uniform.empty:
+                ax.axhline(uniform.score.iloc[0], linestyle="--", color="grey", label=f"uniform, n={n}")
+                lines.append(f"| {TASK_NAMES.get(task, task)} | {n} | uniform | {int(uniform.seeds.iloc[0])} | "
+                             f"{fmt(uniform.score.iloc[0], 'score')} |")
+            lines += [f"| {TASK_NAMES.get(task, task)} | {n} | {c.fc:g} | {int(c.seeds)} | {fmt(c.score, 'score')} |"
+                      for _, c in curve.iterrows()]
+        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_xlabel("favoured central frequency f_c")
+        ax.set_ylabel("dev score (best epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, out / "fig5_fc.png")
+    return "\n".join(lines)
+
+
+def basis_table(configs: pd.DataFrame) -> str:
+    rows = configs[(configs.method == "fourierft") & configs.fc.isna()]
+    if rows.basis.fillna("fourier").nunique() < 2:
+        return ""
+    lines = ["| model | task | n | fourier | random | orthogonal |", "|---|---|---|---|---|---|"]
+    for (model, task, n), group in rows.groupby(["model", "task", "n"]):
+        by = {b: g.iloc[0] for b, g in group.groupby(group.basis.fillna("fourier"))}
+        cells = [f"{fmt(by[b].score, 'score')} ({int(by[b].seeds)} seeds)" if b in by else "-"
+                 for b in ("fourier", "random", "orthogonal")]
+        lines.append(f"| {model} | {TASK_NAMES.get(task, task)} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fig1(main: Path, out: Path) -> bool:
+    from tables import plot
+
+    runs = glue_runs(read_results(main))
+    if runs.empty:
+        return False
+    table, _ = aggregate(runs, "best")
+    plot(table, out / "fig1_params_vs_score.png")
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results/sweeps"), help="sweep results")
+    parser.add_argument("--main", type=Path, default=Path("results"), help="results for Figure 1")
+    parser.add_argument("--out", type=Path, default=Path("results/figures"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    notes = ["# Figures and the numbers behind them", ""]
+    medians = fig3_sampling(args.out)
+    notes += ["## Figure 3: sampling probability", "median radius of a draw (384x384, W=200): "
+              + ", ".join(f"f_c={fc}: {m:.0f}" for fc, m in medians.items()), ""]
+    if fig1(args.main, args.out):
+        notes += ["## Figure 1: parameters vs score", "fig1_params_vs_score.png (the GLUE best-epoch table's rows)",
+                  ""]
+    runs = sweep_runs(args.results)
+    if not runs.empty:
+        configs = per_config(runs)
+        basis_title = "Table 6: basis ablation (dev score, best epoch, mean over seeds)"
+        for title, text in (("Figure 4: score vs parameters", fig4_n_scaling(configs, args.out)),
+                            ("Figure 5: score vs f_c", fig5_fc(configs, args.out)),
+                            (basis_title, basis_table(configs))):
+            if text:
+                notes += [f"## {title}", "", text, ""]
+    write_atomic(args.out / "figures.md", "\n".join(notes) + "\n")
+    print("\n".join(notes))
+    print(f"figures written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
