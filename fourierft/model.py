@@ -62,6 +62,10 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
         if not isinstance(module, SUPPORTED):
             raise TypeError(f"module {name!r} is a {type(module).__name__}; FourierFT supports "
                             f"torch.nn.Linear and transformers' Conv1D. Narrow target_modules.")
+        if not module.weight.is_floating_point() or hasattr(module.weight, "quant_state"):
+            # a bitsandbytes Linear4bit/8bit is an nn.Linear whose weight is packed: adding dW to it would be wrong
+            raise TypeError(f"module {name!r} ({type(module).__name__}) has a quantized weight; FourierFT layers over "
+                            "quantized bases are not supported yet: load the base in bf16/fp16/fp32")
     for p in model.parameters():
         p.requires_grad_(False)
     drawn: dict[tuple, torch.Tensor] = {}  # layers (or parts) of one shape and n share their entries

@@ -403,3 +403,14 @@ def test_wall_time_counts_the_segments_before_a_resume(tmp_path):
     run.elapsed_file.write_text('{"seconds": 1234.5}')  # what the killed segment recorded at its last checkpoint
     run.finished()
     assert 1234.5 <= run.elapsed() < 1234.5 + 60
+
+
+def test_quantized_base_layers_are_refused():
+    class Packed(nn.Linear):  # as bitsandbytes' Linear4bit: an nn.Linear whose weight is packed integers
+        def __init__(self):
+            super().__init__(8, 8)
+            self.weight = nn.Parameter(torch.zeros(32, 1, dtype=torch.uint8), requires_grad=False)
+
+    model = nn.Sequential(Packed())
+    with pytest.raises(TypeError, match="module '0' .*has a quantized weight; FourierFT layers over quantized bases"):
+        ff.apply_fourierft(model, ff.FourierFTConfig(n=4, target_modules=["0"]))
