@@ -61,6 +61,14 @@ def save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
+def label_panel(ax, task: str, xlabel: str) -> None:
+    ax.set_title(TASK_NAMES.get(task, task))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("dev score (best epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def fig3_sampling(out: Path, fcs=(0, 100, 200, 300), size=384, bandwidth=200.0) -> dict:
     """Eq. 5 over a size x size centred spectrum; returns each panel's median radius for the notes."""
     import torch
@@ -108,11 +116,7 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                 lines.append(f"| {TASK_NAMES.get(task, task)} | {method} | {key}={int(c[key])} | "
                              f"{fmt(c.params, 'params')} | {int(c.seeds)} | {fmt(c.score, 'score')}{sd} |")
         ax.set_xscale("log")
-        ax.set_title(TASK_NAMES.get(task, task))
-        ax.set_xlabel("adapter parameters (log)")
-        ax.set_ylabel("dev score (best epoch)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        label_panel(ax, task, "adapter parameters (log)")
     fig.tight_layout()
     save(fig, out / "fig4_n_scaling.png")
     return "\n".join(lines)
@@ -138,11 +142,7 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
                              f"{fmt(uniform.score.iloc[0], 'score')} |")
             lines += [f"| {TASK_NAMES.get(task, task)} | {n} | {c.fc:g} | {int(c.seeds)} | {fmt(c.score, 'score')} |"
                       for _, c in curve.iterrows()]
-        ax.set_title(TASK_NAMES.get(task, task))
-        ax.set_xlabel("favoured central frequency f_c")
-        ax.set_ylabel("dev score (best epoch)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        label_panel(ax, task, "favoured central frequency f_c")
     fig.tight_layout()
     save(fig, out / "fig5_fc.png")
     return "\n".join(lines)
