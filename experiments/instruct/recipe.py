@@ -59,12 +59,12 @@ def run(cfg: DictConfig) -> float:
     """Train, answer, save adapter and answers (pending.json marks them done), then judge. A rerun after a judge
     failure only judges; a finished run judged with judge=none is judged by a rerun that names a judge."""
     run_ = Run(cfg, "instruct", cfg.task.name)
+    done = run_.finished()
+    if done and (done.get("judge") is not None or cfg.judge._target_.endswith(".no_judge")):
+        return done["metrics"].get("mt_bench") or -1.0
     judge = instantiate(cfg.judge, _convert_="all")
     if judge is not None and hasattr(judge, "check"):
         judge.check()  # before hours of training
-    done = run_.finished()
-    if done and (judge is None or done.get("judge") is not None):
-        return done["metrics"].get("mt_bench") or -1.0
     pending_file = run_.artifacts / "pending.json"
     if done:  # answered and written earlier without a judge: judge the saved answers now
         run_.claim()
