@@ -157,7 +157,7 @@ def basis_table(configs: pd.DataFrame) -> str:
         by = {b: g.iloc[0] for b, g in group.groupby(group.basis.fillna("fourier"))}
         cells = [f"{fmt(by[b].score, 'score')} ({int(by[b].seeds)} seeds)" if b in by else "-"
                  for b in ("fourier", "random", "orthogonal")]
-        lines.append(f"| {model} | {TASK_NAMES.get(task, task)} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | {TASK_NAMES.get(task, task)} | {int(n)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
