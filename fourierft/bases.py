@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from .spectral import Plan
+
 BASES = ("fourier", "random", "orthogonal")
 
 
@@ -30,7 +32,7 @@ def basis_matrix(d: int, kind: str, seed: int, role: str) -> torch.Tensor:
     return (q / math.sqrt(d)).float()
 
 
-class BasisPlan:
+class BasisPlan(Plan):
     """dW = alpha * B_M[:, u] diag(c) B_N[:, v]^T, applied without forming dW where possible."""
 
     def __init__(self, entries: torch.Tensor, d_out: int, d_in: int, kind: str, seed: int):
@@ -58,7 +60,3 @@ class BasisPlan:
         merged = 2 * 2 * self.d_out * self.d_in * self.n
         spectral = 2 * 2 * tokens * self.n * (self.d_out + self.d_in)
         return merged, spectral
-
-    def cheaper_path(self, tokens: int) -> str:
-        merged, spectral = self.costs(tokens)
-        return "spectral" if spectral < merged else "merged"

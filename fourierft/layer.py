@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral import BlockPlan, MergedLinear, SpectralDelta, SpectralPlan, make_plan
+from .spectral import BlockPlan, MergedLinear, Plan, SpectralDelta, make_plan
 
 try:  # transformers is optional: only needed to recognise GPT-2's Conv1D
     from transformers.pytorch_utils import Conv1D
@@ -73,7 +73,7 @@ class FourierFTLayer(nn.Module):
     def n(self) -> int:
         return self.coefficients.numel()
 
-    def plan(self) -> SpectralPlan:
+    def plan(self) -> Plan:
         if self._plan is None or self._plan.device != self.entries.device:
             if self.blocks:
                 self._plan = BlockPlan(self.entries, self.d_out, self.d_in, self.blocks, self.basis, self.basis_seed)

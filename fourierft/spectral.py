@@ -34,7 +34,20 @@ def _hermitian_fold(idx: torch.Tensor, d: int):
     return torch.cat([idx[keep_pos], neg[keep_neg]]), torch.cat([src[keep_pos], src[keep_neg]]), conj
 
 
-class SpectralPlan:
+class Plan:
+    """What every plan offers the autograd functions: delta_weight, dense_delta_weight, apply, coef_grad, and the
+    flop counts (`costs`) that choose between the merged and the spectral path."""
+
+    def costs(self, tokens: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def cheaper_path(self, tokens: int) -> str:
+        """"spectral" or "merged", whichever `costs` says is cheaper for this many tokens."""
+        merged, spectral = self.costs(tokens)
+        return "spectral" if spectral < merged else "merged"
+
+
+class SpectralPlan(Plan):
     """Index arrays derived once from a layer's entries; shared by every forward of that layer."""
 
     def __init__(self, entries: torch.Tensor, d_out: int, d_in: int):
@@ -97,11 +110,6 @@ class SpectralPlan:
         spectral = 2 * tokens * (m * math.log2(max(m, 2)) + n_in * math.log2(max(n_in, 2))) + 4 * tokens * self.n
         return merged, spectral
 
-    def cheaper_path(self, tokens: int) -> str:
-        """"spectral" or "merged", whichever `costs` says is cheaper for this many tokens."""
-        merged, spectral = self.costs(tokens)
-        return "spectral" if spectral < merged else "merged"
-
     def dense_delta_weight(self, coef: torch.Tensor, scaling: float) -> torch.Tensor:
         """The reference formula (autograd-differentiable): what the dense path trains through."""
         return dense_delta_weight(torch.stack([self.u, self.v]), coef, self.d_out, self.d_in, scaling)
@@ -116,7 +124,7 @@ def make_plan(entries: torch.Tensor, d_out: int, d_in: int, basis: str = "fourie
     return BasisPlan(entries, d_out, d_in, basis, basis_seed)
 
 
-class BlockPlan(SpectralPlan):
+class BlockPlan(Plan):
     """A fused projection (GPT-2's c_attn, timm's qkv) whose output rows split into parts: each adapted part is an
     independent spectrum over its own rows (its own d_part x d_in normalisation), the other rows get no dW.
     `coef` is the parts' coefficients one after the other."""
