@@ -33,7 +33,7 @@ def per_config(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_runs(results: Path) -> pd.DataFrame:
-    raw = [r for r in read_results(results) if r["family"] == "glue"]
+    raw = [r for r in read_results(results, sweeps=True) if r["family"] == "glue"]
     runs = glue_runs(raw)
     if runs.empty:
         return runs

@@ -40,9 +40,13 @@ def paper(family: str) -> dict:
     return yaml.safe_load((ROOT / "paper" / f"{family}.yaml").read_text())
 
 
-def read_results(results: Path) -> list[dict]:
+def read_results(results: Path, sweeps: bool = False) -> list[dict]:
+    """Every run's results JSON under `results`; runs under a `sweeps/` folder only when asked (they have their own
+    figures and never mix into the main tables)."""
     runs = []
     for file in sorted(results.rglob("*seed*.json")):
+        if not sweeps and "sweeps" in file.relative_to(results).parts[:-1]:
+            continue
         try:
             run = json.loads(file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -51,6 +55,11 @@ def read_results(results: Path) -> list[dict]:
         if isinstance(run, dict) and "family" in run:
             runs.append(run)
     return runs
+
+
+def method_label(run: dict) -> str:
+    """The method's name, flagged when the run's code was never committed (its tree was dirty)."""
+    return run["method"] + (" (dirty tree)" if str(run.get("git_commit", "")).endswith("-dirty") else "")
 
 
 def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
@@ -69,7 +78,7 @@ def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
 
 def generation_table(runs: list[dict], family: str) -> pd.DataFrame:
     metrics = GENERATION_METRICS[family]
-    rows = [{"model": r["model"], "method": r["method"], "variant": r.get("variant", ""), "config": r["config_id"],
+    rows = [{"model": r["model"], "method": method_label(r), "variant": r.get("variant", ""), "config": r["config_id"],
              "params": r["trainable_params"], "seed": r["seed"], **{m: r["metrics"].get(m) for m in metrics}}
             for r in runs if r["family"] == family]
     if not rows:
@@ -88,8 +97,8 @@ def glue_runs(runs: list[dict]) -> pd.DataFrame:
             continue
         main = run["main_metric"]
         rows.append({
-            "model": run["model"], "method": run["method"], "variant": run.get("variant", ""),
-            "task": run["task"], "seed": run["seed"], "config_id": run["config_id"],
+            "model": run["model"], "method": run["method"], "label": method_label(run),
+            "variant": run.get("variant", ""), "task": run["task"], "seed": run["seed"], "config_id": run["config_id"],
             "adapter_params": run["trainable_params"] - run.get("head_params", 0),
             "best": run["best"]["metrics"][main], "last": run["last"]["metrics"][main],
         })
@@ -99,6 +108,7 @@ def glue_runs(runs: list[dict]) -> pd.DataFrame:
 def aggregate(runs: pd.DataFrame, which: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores table, configurations-tried table) with one row per (model, method, variant)."""
     keys = ["model", "method", "variant"]
+    runs = runs.assign(method=runs["label"])  # a dirty tree's runs form their own row
     per_config = (runs.groupby(keys + ["task", "config_id"])
                   .agg(score=(which, "median"), seeds=("seed", "nunique"), params=("adapter_params", "median"))
                   .reset_index())
