@@ -5,9 +5,13 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from experiments.shared.provenance import git_commit
+
+git_commit()  # the commit of the code this process loads: before the slow imports and before a sweep's later jobs
+
+import hydra  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -36,7 +40,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     check_presets(sys.argv[1:])
-    from experiments.shared.run import git_commit
-
-    git_commit()  # the commit of the code this process loads, before a sweep's later jobs start
     main()

@@ -3,7 +3,6 @@ every recipe writes: what ran (config, commit), what it cost (params, bytes, tim
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import json
 import logging
@@ -12,7 +11,6 @@ import os
 import resource
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,24 +22,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from fourierft import atomic_path, write_atomic
 
 from .faults import fault
+from .provenance import git_commit
 from .trainer import mixed_precision
 from .validate import validate
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """HEAD of the checkout the code runs from, "-dirty" when tracked files differ from it. Read once per process
-    (every run of a sweep runs the code loaded at its start, whatever the tree does meanwhile)."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def config_id(parts: dict) -> str:
