@@ -61,6 +61,12 @@ def save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
+def task_panels(tasks: list):
+    """One figure with a panel per task, side by side: (figure, panels)."""
+    fig, axes = _plt().subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    return fig, axes[0]
+
+
 def label_panel(ax, task: str, xlabel: str) -> None:
     ax.set_title(TASK_NAMES.get(task, task))
     ax.set_xlabel(xlabel)
@@ -98,11 +104,10 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                    & configs.basis.fillna("fourier").eq("fourier")]
     if rows.empty:
         return ""
-    plt = _plt()
     tasks = sorted(rows.task.unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    fig, axes = task_panels(tasks)
     lines = ["| task | method | setting | adapter params | seeds | dev score |", "|---|---|---|---|---|---|"]
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes, tasks):
         for method, key, marker in (("lora", "r", "s"), ("fourierft", "n", "o")):
             curve = rows[(rows.task == task) & (rows.method == method)].sort_values("params")
             if curve.empty:
@@ -127,11 +132,10 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
     biased = rows[rows.fc.notna()]
     if biased.empty:
         return ""
-    plt = _plt()
     tasks = sorted(biased.task.unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    fig, axes = task_panels(tasks)
     lines = ["| task | n | f_c | seeds | dev score |", "|---|---|---|---|---|"]
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes, tasks):
         for n in sorted(int(n) for n in biased[biased.task == task].n.unique()):
             curve = biased[(biased.task == task) & (biased.n == n)].sort_values("fc")
             ax.errorbar(curve.fc, curve.score, yerr=curve.sd.fillna(0), marker="o", capsize=3, label=f"n={n}")
