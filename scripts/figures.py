@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import TASK_NAMES, aggregate, fmt, glue_runs, read_results  # noqa: E402
+from tables import TASK_NAMES, aggregate, fmt, glue_runs, read_results, save_png  # noqa: E402
+from tables import _pyplot as _plt  # noqa: E402
 
 from fourierft import frequency_bias, write_atomic  # noqa: E402
 
@@ -43,22 +44,6 @@ def sweep_runs(results: Path) -> pd.DataFrame:
     runs["fc"] = [m.get("fc") for m in method_cfg]
     runs["basis"] = [m.get("basis", "fourier") if m["name"] == "fourierft" else None for m in method_cfg]
     return runs
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save(fig, path: Path) -> None:
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=130)
-    tmp.replace(path)
-    _plt().close(fig)
 
 
 def task_panels(tasks: list):
@@ -95,7 +80,7 @@ def fig3_sampling(out: Path, fcs=(0, 100, 200, 300), size=384, bandwidth=200.0) 
         medians[fc] = float(radius.flatten()[order][torch.searchsorted(cdf, torch.tensor(0.5, dtype=cdf.dtype))])
     fig.suptitle(f"Entry-sampling probability over a {size}x{size} centred spectrum (Eq. 5)", fontsize=10)
     fig.tight_layout()
-    save(fig, out / "fig3_sampling.png")
+    save_png(fig, out / "fig3_sampling.png")
     return medians
 
 
@@ -123,7 +108,7 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
         ax.set_xscale("log")
         label_panel(ax, task, "adapter parameters (log)")
     fig.tight_layout()
-    save(fig, out / "fig4_n_scaling.png")
+    save_png(fig, out / "fig4_n_scaling.png")
     return "\n".join(lines)
 
 
@@ -148,7 +133,7 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
                       for _, c in curve.iterrows()]
         label_panel(ax, task, "favoured central frequency f_c")
     fig.tight_layout()
-    save(fig, out / "fig5_fc.png")
+    save_png(fig, out / "fig5_fc.png")
     return "\n".join(lines)
 
 

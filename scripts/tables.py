@@ -5,6 +5,8 @@ GLUE: median over seeds per configuration (best epoch, the paper's protocol, and
 the configuration with the best dev median and says how many were tried: "[best of K]".
 E2E / instruction tuning: mean over seeds, one row per configuration (these score on test sets, so nothing is
 selected).
+Vision: mean over seeds of the test accuracy at each run's best validation epoch; where a cell holds several
+configurations, the one with the best mean validation accuracy is shown ("[best of K]"), never the best test.
 
 python scripts/tables.py [--results results] [--out results/tables]
 """
@@ -22,12 +24,17 @@ from fourierft import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B"}
+VISION_NAMES = {"pets": "Pets", "cars": "Cars", "cifar10": "CIFAR10", "dtd": "DTD", "eurosat": "EuroSAT",
+                "fgvc": "FGVC", "resisc45": "RESISC45", "cifar100": "CIFAR100", "avg": "avg"}
 TITLES = {
     "glue": "GLUE dev, {which} epoch, median over seeds (MCC for CoLA, Pearson for STS-B, accuracy otherwise; params "
             "exclude the task head). [best of K]: K configurations ran for that cell and the one with the best dev "
             "median is shown.",
     "e2e": "E2E NLG test set, official scorer's metrics (our rows: the test MRs each run scored), mean ± standard "
            "deviation over seeds, one row per configuration; BLEU/METEOR/ROUGE-L x100",
+    "vision": "Image classification: test accuracy at the best validation epoch, mean over seeds (params exclude "
+              "the head; the paper's avg is over its eight datasets, ours over the datasets run). [best of K]: K "
+              "configurations ran for that cell and the one with the best mean validation accuracy is shown.",
     "instruct": "Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; "
                 "the paper's judge is GPT-4, ours is whatever judge= the run used",
 }
@@ -68,7 +75,7 @@ def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
     for row in data["rows"]:
         if models is not None and row["model"] not in models:
             continue
-        entry = {"model": row["model"], "method": f"{row['method']} (paper)", "variant": "",
+        entry = {"model": row["model"], "method": f"{row['method']} (paper)", "variant": row.get("variant", ""),
                  "params": row["params"] if row["params"] is not None else float("nan"),
                  "seeds": data["seeds"] if data["seeds"] is not None else float("nan")}
         entry.update({(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])})
@@ -124,6 +131,34 @@ def aggregate(runs: pd.DataFrame, which: str) -> tuple[pd.DataFrame, pd.DataFram
     return table.rename(columns=TASK_NAMES).reset_index(), configs.rename(columns=TASK_NAMES).reset_index()
 
 
+def vision_table(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table, configurations tried) for the vision family, with the paper's rows; empty without vision runs."""
+    rows = [{"model": r["model"], "method": method_label(r), "variant": r.get("variant", ""), "task": r["task"],
+             "config_id": r["config_id"], "seed": r["seed"], "params": r["trainable_params"] - r.get("head_params", 0),
+             "test": r["best"]["metrics"]["test_accuracy"], "validation": r["best"]["metrics"]["validation_accuracy"]}
+            for r in runs if r["family"] == "vision"]
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame()
+    keys = ["model", "method", "variant"]
+    per_config = (pd.DataFrame(rows).groupby(keys + ["task", "config_id"])
+                  .agg(test=("test", "mean"), validation=("validation", "mean"), seeds=("seed", "nunique"),
+                       params=("params", "median")).reset_index())
+    cell = per_config.groupby(keys + ["task"])
+    chosen = per_config.loc[cell["validation"].idxmax()]
+    tasks = [t for t in VISION_NAMES if t in set(chosen["task"])] + sorted(set(chosen["task"]) - set(VISION_NAMES))
+    table = chosen.pivot_table(index=keys, columns="task", values="test")[tasks]
+    table["avg"] = table.mean(axis=1)
+    table.insert(0, "seeds", chosen.groupby(keys)["seeds"].min())
+    table.insert(0, "params", chosen.groupby(keys)["params"].median())
+    configs = cell["config_id"].nunique().rename("configs").reset_index().pivot_table(
+        index=keys, columns="task", values="configs")[tasks].reset_index()
+    table = pd.concat([table.reset_index(), paper_rows("vision")], ignore_index=True)
+    shown = [t for t in VISION_NAMES if t != "avg"] + [t for t in tasks if t not in VISION_NAMES]
+    table = table[keys + ["params", "seeds"] + shown + ["avg"]]
+    names = {t: VISION_NAMES.get(t, t) for t in table.columns}
+    return table.rename(columns=names), configs.rename(columns=names)
+
+
 def fmt(value, col: str) -> str:
     if pd.isna(value):
         return "-"
@@ -159,11 +194,7 @@ def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for _, row in table.iterrows():
         label = f"{row['model']} {row['method']} {row['variant']}".strip()
@@ -176,10 +207,47 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     ax.margins(x=0.25, y=0.1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    save_png(fig, path)
+
+
+def vision_plot(table: pd.DataFrame, path: Path) -> None:
+    """Trainable parameters vs average accuracy: our runs (left) beside the paper's ViT rows (right, the right half
+    of its Figure 1); separate panels, since they are different backbones and datasets."""
+    plt = _pyplot()
+    ours = table[~table["method"].str.endswith("(paper)")]
+    theirs = table[table["method"].str.endswith("(paper)")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, rows, title in ((axes[0], ours, "our runs (" + ", ".join(sorted(set(ours["model"]))) + ")"),
+                            (axes[1], theirs, "paper, ViT on its eight datasets")):
+        for _, row in rows.iterrows():
+            x = max(row["params"], 1)
+            ax.scatter(x, row["avg"], s=50)
+            ax.annotate(f"{row['model']} {row['method'].replace(' (paper)', '')} {row['variant']}".strip(),
+                        (x, row["avg"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("trainable parameters excluding the head (linear probe at 1)")
+        ax.set_ylabel("test accuracy at the best validation epoch, avg (%)")
+        ax.margins(x=0.3, y=0.1)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path) -> None:
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=130)
     tmp.replace(path)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=None) -> str:
@@ -204,6 +272,10 @@ def main(argv=None) -> int:
         table = generation_table(runs, family)
         if not table.empty:
             print(write_table(out, family, TITLES[family], table))
+    table, configs = vision_table(runs)
+    if not table.empty:
+        print(write_table(out, "vision", TITLES["vision"], table, configs))
+        vision_plot(table, out / "vision_params_vs_accuracy.png")
     glue = glue_runs(runs)
     for which in ("best", "last") if not glue.empty else ():
         table, configs = aggregate(glue, which)

@@ -344,7 +344,7 @@ def test_broken_alpaca_file_names_file_and_record(tmp_path, content, match):
 
 
 def test_a_nan_first_epoch_is_never_best():
-    from experiments.glue.recipe import best_epoch
+    from experiments.shared.run import best_epoch
 
     epochs = [{"epoch": 1.0, "pearson": float("nan")}, {"epoch": 2.0, "pearson": 12.0}]
     assert best_epoch(epochs, "pearson")["epoch"] == 2.0

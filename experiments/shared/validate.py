@@ -63,6 +63,8 @@ RULES = {
     "task.max_questions": _optional(_int_at_least(1)),
     "task.max_new_tokens": _int_at_least(1),
     "task.generation_batch_size": _int_at_least(1),
+    "task.image_size": _optional(_int_at_least(16)),
+    "task.validation_fraction": ((lambda v: _is_number(v) and 0 < v < 1), "a number in (0, 1)"),
     "task.label_smoothing": ((lambda v: _is_number(v) and 0 <= v < 1), "a number in [0, 1)"),
 }
 

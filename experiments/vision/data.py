@@ -1,0 +1,177 @@
+"""The vision family's datasets: the paper's eight from the hub ids its reference code loads, Fashion-MNIST from
+Debian's idx files, or any local image folder (<dir>/<split>/<class>/<image>). Every source gives the same three
+splits, train / validation / test, with an `image` and a `label` column."""
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+
+from ..shared.sources import resolve_source
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+VALIDATION_NAMES = ("validation", "val")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+@dataclass(frozen=True)
+class VisionDataset:
+    """One dataset: where the hub has it (one (id, split) per split it has) and how many classes it holds."""
+
+    name: str
+    num_classes: int
+    hub: dict  # split -> (hub id, split name); a dataset without "test" is cut from its train split
+    test_fraction: float = 0.0  # DTD ships one split: this share becomes test
+    fallback_dirs: tuple = ()
+
+
+DATASETS = {d.name: d for d in [
+    VisionDataset("pets", 37, {"train": ("timm/oxford-iiit-pet", "train"), "test": ("timm/oxford-iiit-pet", "test")}),
+    VisionDataset("cars", 196, {"train": ("Multimodal-Fatima/StanfordCars_train", "train"),
+                                "test": ("Multimodal-Fatima/StanfordCars_test", "test")}),
+    VisionDataset("cifar10", 10, {"train": ("Multimodal-Fatima/CIFAR10_train", "train"),
+                                  "test": ("Multimodal-Fatima/CIFAR10_test", "test")}),
+    VisionDataset("dtd", 47, {"train": ("cansa/Describable-Textures-Dataset-DTD", "train")}, test_fraction=0.2),
+    VisionDataset("eurosat", 10, {s: ("timm/eurosat-rgb", s) for s in ("train", "validation", "test")}),
+    VisionDataset("fgvc", 100, {"train": ("Multimodal-Fatima/FGVC_Aircraft_train", "train"),
+                                "test": ("Multimodal-Fatima/FGVC_Aircraft_test", "test")}),
+    VisionDataset("resisc45", 45, {s: ("timm/resisc45", s) for s in ("train", "validation", "test")}),
+    VisionDataset("cifar100", 100, {"train": ("Multimodal-Fatima/CIFAR100_train", "train"),
+                                    "test": ("Multimodal-Fatima/CIFAR100_test", "test")}),
+    VisionDataset("fashion_mnist", 10, {s: ("zalando-datasets/fashion_mnist", s) for s in ("train", "test")},
+                  fallback_dirs=("/usr/share/datasets/fashion-mnist",)),
+]}
+PAPER_DATASETS = ["pets", "cars", "cifar10", "dtd", "eurosat", "fgvc", "resisc45", "cifar100"]
+
+
+def get_dataset(name: str) -> VisionDataset:
+    if name not in DATASETS:
+        raise ValueError(f"unknown vision dataset {name!r}; known: {', '.join(DATASETS)} "
+                         "(or any local folder with data.image_dir and task.name of your choice)")
+    return DATASETS[name]
+
+
+def load_vision(name: str, image_dir: Optional[str], validation_fraction: float, seed: int) -> tuple[DatasetDict, str]:
+    """(train / validation / test, where they came from). Where a source has no validation split,
+    `validation_fraction` of train becomes one, drawn with `seed` (the reference code's split was unseeded)."""
+    if name is None and not image_dir:
+        raise ValueError("task=image_folder reads your own images: set data.image_dir=<dir> (or FOURIERFT_IMAGE_DIR) "
+                         "to a folder with train/<class>/<image> and test/<class>/<image>")
+    spec = DATASETS.get(name) if image_dir else get_dataset(name)
+    splits, source = resolve_source(
+        f"vision dataset {name}", setting="data.image_dir", env="FOURIERFT_IMAGE_DIR",
+        expects="a folder with train/ and test/ (and optionally validation/), one sub-folder of images per class",
+        configured=image_dir, configured_kind="folder", local=read_local,
+        hub=(lambda: read_hub(spec)) if spec else None, hub_id=str(spec.hub) if spec else "",
+        fallbacks=spec.fallback_dirs if spec else ())
+    if "test" not in splits:
+        splits["train"], splits["test"] = _cut(splits.pop("train"), spec.test_fraction, seed)
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = _cut(splits["train"], validation_fraction, seed)
+    if spec and not image_dir and isinstance(splits["train"].features["label"], ClassLabel):
+        classes = splits["train"].features["label"].num_classes
+        if classes != spec.num_classes:
+            raise ValueError(f"{name} from {source} has {classes} classes, expected {spec.num_classes}")
+    return DatasetDict({s: splits[s] for s in ("train", "validation", "test")}), source
+
+
+def _cut(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(rest, a seeded `fraction` of `data`), stratified by class where labels are a ClassLabel."""
+    stratify = "label" if isinstance(data.features["label"], ClassLabel) else None
+    cut = data.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
+    return cut["train"], cut["test"]
+
+
+def read_hub(spec: VisionDataset) -> dict:
+    """The hub's splits with columns renamed to image / label."""
+    out = {}
+    for split, (hub_id, hub_split) in spec.hub.items():
+        data = load_dataset(hub_id, split=hub_split)
+        image = next(c for c in data.column_names if c in ("image", "img"))
+        label = next(c for c in data.column_names if c in ("label", "labels", "fine_label"))
+        data = data.select_columns([image, label]).rename_columns({image: "image", label: "label"})
+        out[split] = data
+    return out
+
+
+def read_local(path: Path) -> dict:
+    if any((path / (f + ".gz")).exists() or (path / f).exists() for f in IDX_FILES["train"]):
+        return read_idx(path)
+    return read_image_folder(path)
+
+
+def read_idx(folder: Path) -> dict:
+    """Fashion-MNIST (or MNIST) idx files, gzipped or not, as grey PIL-decodable images."""
+    features = Features({"image": Image(), "label": ClassLabel(names=FASHION_MNIST_CLASSES)})
+    out = {}
+    for split, (images_file, labels_file) in IDX_FILES.items():
+        images, labels = _idx_array(folder, images_file), _idx_array(folder, labels_file)
+        if len(images) != len(labels) or images.ndim != 3:
+            raise ValueError(f"{folder}: {images_file} holds {len(images)} images of shape {images.shape[1:]} but "
+                             f"{labels_file} {len(labels)} labels")
+        if labels.max() >= len(FASHION_MNIST_CLASSES):
+            raise ValueError(f"{folder}/{labels_file}: label {labels.max()} is outside the 10 Fashion-MNIST classes")
+        out[split] = Dataset.from_dict({"image": list(images), "label": labels.tolist()}, features=features)
+    return out
+
+
+def _idx_array(folder: Path, stem: str) -> np.ndarray:
+    path = folder / (stem + ".gz") if (folder / (stem + ".gz")).exists() else folder / stem
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} has no {stem}[.gz] (Fashion-MNIST idx files)")
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    try:
+        zero, kind, dims = struct.unpack(">HBB", raw[:4])
+        shape = struct.unpack(f">{dims}I", raw[4:4 + 4 * dims])
+    except struct.error:
+        raise ValueError(f"{path} is not an idx file (too short)") from None
+    if zero != 0 or kind != 0x08 or len(raw) != 4 + 4 * dims + int(np.prod(shape)):
+        raise ValueError(f"{path} is not a whole idx file of unsigned bytes (truncated or another format)")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def read_image_folder(root: Path) -> dict:
+    """<root>/<split>/<class>/<image>: train and test required, validation (or val) optional; every split uses
+    train's classes. A file that is not an image stops the load with its path."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    split_dirs = {"train": root / "train", "test": root / "test"}
+    given = [root / n for n in VALIDATION_NAMES if (root / n).is_dir()]
+    if given:
+        split_dirs["validation"] = given[0]
+    for split in ("train", "test"):
+        if not split_dirs[split].is_dir():
+            raise FileNotFoundError(f"{root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
+    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{split_dirs['train']} has no class folders (expected train/<class>/<image>)")
+    features = Features({"image": Image(), "label": ClassLabel(names=classes)})
+    out = {}
+    for split, folder in split_dirs.items():
+        paths, labels = [], []
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if class_dir.name not in classes:
+                raise ValueError(f"{class_dir}: class {class_dir.name!r} is not among train's classes {classes}")
+            for file in sorted(f for f in class_dir.rglob("*") if f.is_file() and not f.name.startswith(".")):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    raise ValueError(f"{file} is not an image (accepted: {', '.join(sorted(IMAGE_SUFFIXES))})")
+                try:
+                    with PILImage.open(file) as image:
+                        image.verify()
+                except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                    raise ValueError(f"{file} cannot be read as an image: {e}") from None
+                paths.append(str(file))
+                labels.append(classes.index(class_dir.name))
+        if not paths:
+            raise ValueError(f"{folder} holds no images (expected {folder}/<class>/<image>)")
+        out[split] = Dataset.from_dict({"image": paths, "label": labels}, features=features)
+    return out

@@ -1,0 +1,72 @@
+"""The reference code's image transforms, on PIL and torch alone: train RandomResizedCrop + horizontal flip, eval
+resize + centre crop; both convert to RGB and normalise with the backbone's own mean and std.
+
+torchvision would supply these, but its PyPI wheels are built against CUDA torch and do not import beside the CPU
+torch this project pins; the semantics below follow torchvision's (scale (0.08, 1), ratio (3/4, 4/3), ten tries
+then a centre crop; bilinear resizing of the shorter side)."""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def random_resized_crop_box(width: int, height: int, rng, scale=(0.08, 1.0),
+                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(left, top, crop width, crop height) of a random crop covering `scale` of the area at aspect `ratio`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+    aspect = width / height  # fall back to the largest centre crop within the ratio range
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+class ImageTransform:
+    """PIL image -> normalised float tensor (3, size, size)."""
+
+    def __init__(self, size: int, mean, std, train: bool):
+        self.size, self.train = int(size), train
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        # python's `random`: seeded by set_seed, and per worker by the DataLoader (a private generator would
+        # give every worker the same crops)
+        self.rng = random
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")  # grey (Fashion-MNIST, some Pets images) and RGBA become three channels
+        if self.train:
+            left, top, w, h = random_resized_crop_box(*image.size, self.rng)
+            image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
+            if self.rng.random() < 0.5:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            image = centre_crop(resize_shorter(image, self.size), self.size)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+
+def resize_shorter(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    if width <= height:
+        return image.resize((size, max(1, int(size * height / width))), Image.BILINEAR)
+    return image.resize((max(1, int(size * width / height)), size), Image.BILINEAR)
+
+
+def centre_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
