@@ -1,6 +1,7 @@
 """Entry point: python -m experiments.train experiment=glue/roberta_base/mrpc method=lora [-m sweeps].
 
 The task config names its recipe (`task.recipe._target_`); this file only composes and calls it."""
+import logging
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ def check_presets(argv: list[str]) -> None:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # torchrun / accelerate: rank 0 speaks for the run
     if cfg.logger.get("wandb_mode"):
         os.environ.setdefault("WANDB_MODE", cfg.logger.wandb_mode)
         os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)

@@ -17,6 +17,25 @@ except ImportError:  # pragma: no cover
 SUPPORTED = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
 
 
+def is_quantized(module: nn.Module) -> bool:
+    """A layer whose weight is packed (bitsandbytes Linear4bit / Linear8bitLt): its forward works, its weight is not
+    a (d_out, d_in) float matrix that dW could be added to."""
+    weight = module.weight
+    return not weight.is_floating_point() or hasattr(weight, "quant_state") or hasattr(weight, "SCB")
+
+
+def dequantized_weight(module: nn.Module) -> torch.Tensor:
+    """The (d_out, d_in) float weight of a bitsandbytes 4- or 8-bit layer."""
+    weight = module.weight
+    if hasattr(weight, "quant_state"):
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
+    if getattr(weight, "SCB", None) is not None:  # int8 rows with one scale each
+        return weight.data.float() * weight.SCB.float().unsqueeze(1) / 127
+    raise TypeError(f"cannot dequantize a {type(module).__name__} weight of dtype {weight.dtype}")
+
+
 def layer_shape(module: nn.Module) -> tuple[int, int]:
     """(d_out, d_in) of a supported layer; Conv1D stores its weight as (d_in, d_out)."""
     if isinstance(module, nn.Linear):
@@ -39,6 +58,8 @@ class FourierFTLayer(nn.Module):
             n entries one after the other (relative to the part), and each part is its own rows x d_in spectrum.
 
     The coefficients stay float32 whatever the base dtype; forward output has the input's dtype (or autocast's).
+    Over a quantized base (bitsandbytes 4/8-bit) the layer never touches the weight: its output is the base layer's
+    plus dW x (dense or spectral path), and merge() is refused unless asked to dequantize.
     """
 
     def __init__(self, base_layer: nn.Module, entries: torch.Tensor, scaling: float, init: str = "normal",
@@ -53,6 +74,10 @@ class FourierFTLayer(nn.Module):
         self.merged = False
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
+        self.quantized = is_quantized(base_layer)
+        if self.quantized and path == "merged":
+            raise ValueError("path='merged' adds dW to the weight in one GEMM, which a quantized base layer "
+                             f"({type(base_layer).__name__}) cannot do; use path='auto', 'dense' or 'spectral'")
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)
@@ -86,7 +111,9 @@ class FourierFTLayer(nn.Module):
         self._plan = None
 
     def weight_view(self) -> torch.Tensor:
-        """The frozen weight as (d_out, d_in), a view (no copy) for Conv1D."""
+        """The frozen weight as (d_out, d_in), a view (no copy) for Conv1D; dequantized (a copy) when quantized."""
+        if self.quantized:
+            return dequantized_weight(self.base_layer)
         w = self.base_layer.weight
         return w.t() if self.transposed else w
 
@@ -98,7 +125,8 @@ class FourierFTLayer(nn.Module):
         if self.path != "auto":
             return self.path
         # few tokens (generation, short batches, wide layers): building dW costs more than transforming them
-        return self.plan().cheaper_path(x.numel() // self.d_in)
+        path = self.plan().cheaper_path(x.numel() // self.d_in)
+        return "dense" if path == "merged" and self.quantized else path  # dense: dW x beside the packed weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -113,12 +141,31 @@ class FourierFTLayer(nn.Module):
         return MergedLinear.apply(x, self.coefficients, self.weight_view(), bias, self.plan(), self.scaling)
 
     @torch.no_grad()
-    def merge(self) -> None:
+    def merge(self, dequantize: bool = False) -> None:
         """Add dW into the frozen weight. In bf16/fp16 the sum is rounded, so a later unmerge restores W only to
-        within that rounding (exact in float32)."""
-        if not self.merged:
-            self.weight_view().add_(self.delta_weight().to(self.base_layer.weight.dtype))
-            self.merged = True
+        within that rounding (exact in float32). A quantized base is refused unless `dequantize`: then the base
+        layer becomes a plain Linear holding dequantize(W) + dW (its memory grows to the float weight's)."""
+        if self.merged:
+            return
+        if self.quantized:
+            if not dequantize:
+                raise TypeError(f"the base layer is quantized ({type(self.base_layer).__name__}): dW cannot be added "
+                                "to packed weights. merge(dequantize=True) replaces it by a float Linear holding "
+                                "dequantize(W) + dW; or keep the layers unmerged (the output is the same)")
+            self._dequantize_base()
+        self.weight_view().add_(self.delta_weight().to(self.base_layer.weight.dtype))
+        self.merged = True
+
+    def _dequantize_base(self) -> None:
+        old = self.base_layer
+        weight = dequantized_weight(old)
+        dtype = getattr(old, "compute_dtype", None) or torch.float32
+        plain = nn.Linear(self.d_in, self.d_out, bias=old.bias is not None, device=weight.device, dtype=dtype)
+        plain.weight.data.copy_(weight)
+        if old.bias is not None:
+            plain.bias.data.copy_(old.bias.data)
+        plain.requires_grad_(False)
+        self.base_layer, self.quantized, self.transposed = plain, False, False
 
     @torch.no_grad()
     def unmerge(self) -> None:

@@ -62,10 +62,6 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
         if not isinstance(module, SUPPORTED):
             raise TypeError(f"module {name!r} is a {type(module).__name__}; FourierFT supports "
                             f"torch.nn.Linear and transformers' Conv1D. Narrow target_modules.")
-        if not module.weight.is_floating_point() or hasattr(module.weight, "quant_state"):
-            # a bitsandbytes Linear4bit/8bit is an nn.Linear whose weight is packed: adding dW to it would be wrong
-            raise TypeError(f"module {name!r} ({type(module).__name__}) has a quantized weight; FourierFT layers over "
-                            "quantized bases are not supported yet: load the base in bf16/fp16/fp32")
     for p in model.parameters():
         p.requires_grad_(False)
     drawn: dict[tuple, torch.Tensor] = {}  # layers (or parts) of one shape and n share their entries
@@ -123,10 +119,11 @@ def fourierft_layers(model: nn.Module) -> Iterator[tuple[str, FourierFTLayer]]:
             yield name, module
 
 
-def merge(model: nn.Module) -> nn.Module:
-    """Add every dW into its frozen weight (inference at base speed); undo with unmerge."""
+def merge(model: nn.Module, dequantize: bool = False) -> nn.Module:
+    """Add every dW into its frozen weight (inference at base speed); undo with unmerge. Quantized base layers are
+    refused unless `dequantize` (they become float Linears holding dequantize(W) + dW)."""
     for _, layer in fourierft_layers(model):
-        layer.merge()
+        layer.merge(dequantize)
     return model
 
 
@@ -137,11 +134,12 @@ def unmerge(model: nn.Module) -> nn.Module:
     return model
 
 
-def unload(model: nn.Module, merge_weights: bool = True) -> nn.Module:
-    """Return the plain base model (dW merged in unless merge_weights=False), without wrappers."""
+def unload(model: nn.Module, merge_weights: bool = True, dequantize: bool = False) -> nn.Module:
+    """Return the plain base model (dW merged in unless merge_weights=False), without wrappers; merging into a
+    quantized base needs `dequantize` (see merge)."""
     for name, layer in list(fourierft_layers(model)):
         if merge_weights:
-            layer.merge()
+            layer.merge(dequantize)
         else:
             layer.unmerge()
         _set_module(model, name, layer.base_layer)
@@ -156,7 +154,11 @@ def set_path(model: nn.Module, path: str) -> nn.Module:
 
     if path not in PATHS:
         raise ValueError(f"path={path!r} is not one of {PATHS}")
-    for _, layer in fourierft_layers(model):
+    layers = list(fourierft_layers(model))
+    if path == "merged" and any(layer.quantized for _, layer in layers):
+        raise ValueError("path='merged' adds dW to the weight in one GEMM, which quantized base layers cannot do; "
+                         "use 'auto', 'dense' or 'spectral'")
+    for _, layer in layers:
         layer.path = path
     return model
 

@@ -1,19 +1,22 @@
 """Train-step time and memory: frozen floor vs PEFT LoRA vs PEFT FourierFT vs ours (each path).
 
-One process, every method side by side on the same random-init model, q and v adapted.
-A step is forward + backward + AdamW. Writes results/bench/<device>.json and .md.
+Each method is built and timed in its own process (one model resident, nothing left over from another method), on
+the same random-init model with q and v adapted; processes run in interleaved rounds (every method once per round)
+so that machine drift hits each alike, and the table gives the median and the minimum over all timed steps.
+A step is forward + backward + AdamW. Writes results/bench/<device>.json and .md, with the CPU features that
+decide bf16 speed (avx512_bf16, amx) when on CPU.
 
-python scripts/bench.py [--shapes roberta_base llama7b] [--dtypes fp32 bf16] [--steps 10]
+python scripts/bench.py [--shapes roberta_base llama7b] [--dtypes fp32 bf16] [--rounds 3] [--steps 3]
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -152,21 +155,56 @@ class Contender:
         return row
 
 
-def bench_group(methods, shape, dtype, device, rounds, steps, warmup, n):
-    """All methods resident at once and timed in interleaved rounds, so drift hits every method alike."""
-    contenders = [Contender(m, shape, dtype, device, n) for m in methods]
-    for c in contenders:
-        for _ in range(warmup):
-            c.step()
+def worker(args) -> int:
+    """One process, one method: build, warm up, time `steps` steps, print the row as JSON on the last line."""
+    shape = json.loads(args.shape_json)
+    contender = Contender(args.method, shape, DTYPES[args.dtype], args.device, args.n)
+    for _ in range(args.warmup):
+        contender.step()
+    contender.timed(args.steps)
+    row = contender.row()
+    row["times_ms"] = [1000 * t for t in contender.times]
+    print(json.dumps(row))
+    return 0
+
+
+def bench_group(methods, shape, dtype_name, device, rounds, steps, warmup, n):
+    """Every method in its own process, `rounds` times, interleaved; times pooled per method."""
+    rows = {}
     for _ in range(rounds):
-        for c in contenders:
-            c.timed(steps)
-    rows = [c.row() for c in contenders]
-    del contenders
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return rows
+        for method in methods:
+            cmd = [sys.executable, __file__, "--worker", "--method", method, "--shape-json", json.dumps(shape),
+                   "--dtype", dtype_name, "--device", device, "--steps", str(steps), "--warmup", str(warmup),
+                   "--n", str(n)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"bench worker {method} failed:\n{out.stderr[-2000:]}")
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            if method in rows:
+                rows[method]["times_ms"] += row["times_ms"]
+                rows[method]["peak_mb"] = max(rows[method].get("peak_mb", 0), row.get("peak_mb", 0)) or None
+            else:
+                rows[method] = row
+    for row in rows.values():
+        times = row.pop("times_ms")
+        row.update(step_ms=statistics.median(times), step_ms_min=min(times), steps=len(times), processes=rounds)
+        if row.get("peak_mb") is None:
+            row.pop("peak_mb", None)
+    return [rows[m] for m in methods]
+
+
+def cpu_features() -> dict:
+    """The CPU's model name, torch's kernel level, and the flags that decide bf16 speed (native bf16 dot products
+    and AMX tiles make bf16 GEMMs fast; without them torch converts and bf16 can be slower than fp32)."""
+    info = {"capability": torch.backends.cpu.get_cpu_capability()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        info["model"] = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
+        flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split())
+        info["flags"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"})
+    except (OSError, AttributeError):
+        info["model"] = platform.processor() or "unknown"
+    return info
 
 
 def device_name(device: str) -> str:
@@ -180,10 +218,11 @@ def device_name(device: str) -> str:
 def markdown(rows: list, device: str) -> str:
     mem_key = "peak_mb" if device == "cuda" else "saved_for_backward_mb"
     mem_name = "peak MiB (weights + step)" if device == "cuda" else "saved for backward MiB"
-    lines = [f"| shape | dtype | method | step ms | x floor | x LoRA | {mem_name} | trainable |", "|" + "---|" * 8]
+    lines = [f"| shape | dtype | method | step ms (median) | min | x floor | x LoRA | {mem_name} | trainable |",
+             "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['dtype']} | {r['method']} | {r['step_ms']:.1f} | {r['x_floor']:.2f} | "
-                     f"{r['x_lora']:.2f} | {r[mem_key]:.0f} | {r['trainable']:,} |")
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['method']} | {r['step_ms']:.1f} | {r['step_ms_min']:.1f} | "
+                     f"{r['x_floor']:.2f} | {r['x_lora']:.2f} | {r[mem_key]:.0f} | {r['trainable']:,} |")
     return "\n".join(lines)
 
 
@@ -193,17 +232,21 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="+", default=["roberta_base", "llama7b"])
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5 on GPU, 4 on CPU)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default 4 on GPU, 2 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on GPU, 2 on CPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per method, interleaved")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per process (default 5 on GPU, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first in each process")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--tiny", action="store_true", help="smoke test: tiny shapes")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--shape-json", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
-    args.rounds = args.rounds or (5 if gpu else 4)
-    args.steps = args.steps or (4 if gpu else 2)
-    args.warmup = args.warmup or (3 if gpu else 2)
+    args.steps = args.steps or (5 if gpu else 3)
+    if args.worker:
+        return worker(args)
     table = shapes(args.device)
     if args.tiny:
         table = {k: {**v, "hidden": 64, "heads": 4, "ffn": 128, "layers": 1, "batch": 2, "seq": 16, "vocab": 100}
@@ -211,11 +254,12 @@ def main(argv=None) -> int:
     rows = []
     for shape_name in args.shapes:
         for dtype_name in args.dtypes:
-            group = bench_group(args.methods, table[shape_name], DTYPES[dtype_name], args.device, args.rounds,
+            group = bench_group(args.methods, table[shape_name], dtype_name, args.device, args.rounds,
                                 args.steps, args.warmup, args.n)
             for row in group:
                 row.update(shape=shape_name, dtype=dtype_name)
-                print(f"{shape_name} {dtype_name} {row['method']}: {row['step_ms']:.1f} ms", flush=True)
+                print(f"{shape_name} {dtype_name} {row['method']}: median {row['step_ms']:.1f} ms, "
+                      f"min {row['step_ms_min']:.1f} ms", flush=True)
             floor = next((r["step_ms"] for r in group if r["method"] == "floor"), float("nan"))
             lora = next((r["step_ms"] for r in group if r["method"] == "lora_peft"), float("nan"))
             for r in group:
@@ -223,12 +267,15 @@ def main(argv=None) -> int:
             rows += group
     name = device_name(args.device) + ("-tiny" if args.tiny else "")
     used = {k: table[k] for k in args.shapes}
-    report = {"device": name, "torch": torch.__version__, "git_commit": git_commit(), "shapes": used, "n": args.n,
-              "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
-              "rows": rows}
+    hardware = torch.cuda.get_device_name() if gpu else cpu_features()
+    report = {"device": name, "hardware": hardware, "torch": torch.__version__, "git_commit": git_commit(),
+              "shapes": used, "n": args.n, "processes_per_method": args.rounds, "steps": args.steps,
+              "warmup": args.warmup, "threads": torch.get_num_threads(), "rows": rows}
     write_json_atomic(args.out / f"{name}.json", report)
-    md = (f"# Train step on {name} (torch {torch.__version__}, median of {args.rounds} interleaved rounds x "
-          f"{args.steps} steps)\n\nShapes: {json.dumps(used)}\n\n" + markdown(rows, args.device) + "\n")
+    md = (f"# Train step on {name} (torch {torch.__version__})\n\nEach method in its own process, {args.rounds} "
+          f"processes per method in interleaved rounds, {args.warmup} warm-up + {args.steps} timed steps each; "
+          f"median and min over all timed steps.\n\nHardware: {json.dumps(hardware)}\n\n"
+          f"Shapes: {json.dumps(used)}\n\n" + markdown(rows, args.device) + "\n")
     write_atomic(args.out / f"{name}.md", md)
     print(md)
     return 0

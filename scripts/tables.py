@@ -193,19 +193,24 @@ def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str
     return "\n".join(lines)
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for _, row in table.iterrows():
-        label = f"{row['model']} {row['method']} {row['variant']}".strip()
+def params_scatter(ax, rows: pd.DataFrame, ylabel: str,
+                   xlabel: str = "trainable parameters (excluding the task head)") -> None:
+    """Trainable parameters (log) vs the rows' average score, each point labelled; the paper's rows as crosses."""
+    for _, row in rows.iterrows():
         x = max(row["params"], 1)
         ax.scatter(x, row["avg"], marker="x" if "(paper)" in row["method"] else "o", s=50)
-        ax.annotate(label, (x, row["avg"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.annotate(f"{row['model']} {row['method']} {row['variant']}".strip(), (x, row["avg"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (excluding the task head)")
-    ax.set_ylabel("GLUE avg of tasks run (best epoch, median)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.margins(x=0.25, y=0.1)
     ax.grid(alpha=0.3)
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    fig, ax = _pyplot().subplots(figsize=(7.5, 4.8))
+    params_scatter(ax, table, "GLUE avg of tasks run (best epoch, median)")
     fig.tight_layout()
     save_png(fig, path)
 
@@ -213,23 +218,14 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 def vision_plot(table: pd.DataFrame, path: Path) -> None:
     """Trainable parameters vs average accuracy: our runs (left) beside the paper's ViT rows (right, the right half
     of its Figure 1); separate panels, since they are different backbones and datasets."""
-    plt = _pyplot()
     ours = table[~table["method"].str.endswith("(paper)")]
     theirs = table[table["method"].str.endswith("(paper)")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.5))
     for ax, rows, title in ((axes[0], ours, "our runs (" + ", ".join(sorted(set(ours["model"]))) + ")"),
                             (axes[1], theirs, "paper, ViT on its eight datasets")):
-        for _, row in rows.iterrows():
-            x = max(row["params"], 1)
-            ax.scatter(x, row["avg"], s=50)
-            ax.annotate(f"{row['model']} {row['method'].replace(' (paper)', '')} {row['variant']}".strip(),
-                        (x, row["avg"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        ax.set_xscale("log")
+        params_scatter(ax, rows, "test accuracy at the best validation epoch, avg (%)",
+                       "trainable parameters excluding the head (linear probe drawn at 1)")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("trainable parameters excluding the head (linear probe at 1)")
-        ax.set_ylabel("test accuracy at the best validation epoch, avg (%)")
-        ax.margins(x=0.3, y=0.1)
-        ax.grid(alpha=0.3)
     fig.tight_layout()
     save_png(fig, path)
 

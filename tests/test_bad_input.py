@@ -405,12 +405,17 @@ def test_wall_time_counts_the_segments_before_a_resume(tmp_path):
     assert 1234.5 <= run.elapsed() < 1234.5 + 60
 
 
-def test_quantized_base_layers_are_refused():
+def test_quantized_base_layers_refuse_merging():
     class Packed(nn.Linear):  # as bitsandbytes' Linear4bit: an nn.Linear whose weight is packed integers
         def __init__(self):
             super().__init__(8, 8)
             self.weight = nn.Parameter(torch.zeros(32, 1, dtype=torch.uint8), requires_grad=False)
 
-    model = nn.Sequential(Packed())
-    with pytest.raises(TypeError, match="module '0' .*has a quantized weight; FourierFT layers over quantized bases"):
-        ff.apply_fourierft(model, ff.FourierFTConfig(n=4, target_modules=["0"]))
+    with pytest.raises(ValueError, match="path='merged'.*quantized base layer \\(Packed\\)"):
+        ff.apply_fourierft(nn.Sequential(Packed()), ff.FourierFTConfig(n=4, target_modules=["0"], path="merged"))
+    model = ff.apply_fourierft(nn.Sequential(Packed()), ff.FourierFTConfig(n=4, target_modules=["0"]))
+    assert model[0].quantized  # adapted beside the packed weight (tests/test_quantized.py trains such a base)
+    with pytest.raises(TypeError, match="base layer is quantized \\(Packed\\): dW cannot be added to packed"):
+        ff.merge(model)
+    with pytest.raises(TypeError, match="cannot dequantize a Packed weight of dtype torch.uint8"):
+        ff.merge(model, dequantize=True)

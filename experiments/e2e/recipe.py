@@ -58,6 +58,8 @@ def run(cfg: DictConfig) -> float:
         train_dataset=train, method=method, head=backbone.head,
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True))
     run_.train(trainer)
+    if not run_.writer:
+        return float("nan")  # multi-process: rank 0 generates, scores and writes
 
     test = data["test"]
     grouped = group_references(test["mr"], test["ref"])
@@ -70,7 +72,7 @@ def run(cfg: DictConfig) -> float:
         for mr, pred in zip(mrs, predictions):
             f.write(json.dumps({"mr": mr, "prediction": pred, "references": grouped[mr]}) + "\n")
     run_.write_result(
-        **counts, adapter_bytes=method.save(model, run_.artifacts / "adapter") if cfg.save_adapter else None,
+        **counts, adapter_bytes=run_.save_adapter(method, model, run_.artifacts / "adapter"),
         main_metric="bleu", metrics=scores, test_mrs=len(mrs), train_examples=len(train), data_source=source,
         epochs=[{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
         predictions="predictions.jsonl")

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from ..shared import build
 from ..shared.backbones import usable_length
 from ..shared.methods import adapt
-from ..shared.run import Run, best_epoch
+from ..shared.run import Run, best_epoch, metric_values
 from ..shared.trainer import TwoRateTrainer, subsample
 from .data import get_task, load_glue
 
@@ -73,17 +73,13 @@ def run(cfg: DictConfig) -> float:
     main = task.metrics[0]
     best = best_epoch(epochs, main)
     run_.write_result(
-        **counts, adapter_bytes=method.save(model, run_.artifacts) if cfg.save_adapter else None,
+        **counts, adapter_bytes=run_.save_adapter(method, model),
         main_metric=main, epochs=epochs, best={"epoch": best["epoch"], "metrics": metric_values(best)},
         last={"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])},
         train_examples=len(train), dev_examples=len(dev), data_source=data_source)
     log.info("%s %s %s seed %d: best %s=%.2f (epoch %s), last %.2f -> %s", backbone.name, task.name,
              method.name, cfg.seed, main, best[main], best["epoch"], epochs[-1][main], run_.result_file)
     return best[main]
-
-
-def metric_values(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k != "epoch"}
 
 
 def dev_metrics(logged: dict, task) -> dict:

@@ -76,6 +76,8 @@ def run(cfg: DictConfig) -> float:
         log.info("training and answers already done (%s): judging only", pending_file)
     else:
         pending = train_and_answer(cfg, run_)
+        if pending is None:
+            return -1.0
         write_json_atomic(pending_file, pending)
     bench_dir = find_bench_dir(cfg.data.bench_dir, cfg.data.bench_fallback_dirs)
     prompts = load_prompts(bench_dir)
@@ -101,8 +103,9 @@ PENDING_KEYS = ("head_params", "variant", "adapter_bytes", "metrics", "questions
                 "epochs")
 
 
-def train_and_answer(cfg: DictConfig, run_: Run) -> dict:
-    """Train, save the adapter, answer both benches and save the answers; what the results JSON will need."""
+def train_and_answer(cfg: DictConfig, run_: Run) -> dict | None:
+    """Train, save the adapter, answer both benches and save the answers; what the results JSON will need (None
+    on ranks other than 0 of a multi-process run)."""
     set_seed(cfg.seed)
     method, backbone = build(cfg)
     data, source = load_alpaca(cfg.data.alpaca_file, cfg.data.alpaca_fallbacks)
@@ -116,7 +119,9 @@ def train_and_answer(cfg: DictConfig, run_: Run) -> dict:
                              head=backbone.head,
                              data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True))
     run_.train(trainer)
-    adapter_bytes = method.save(model, run_.artifacts / "adapter") if cfg.save_adapter else None
+    if not run_.writer:
+        return None  # multi-process: rank 0 answers, judges and writes
+    adapter_bytes = run_.save_adapter(method, model, run_.artifacts / "adapter")
     bench_dir = find_bench_dir(cfg.data.bench_dir, cfg.data.bench_fallback_dirs)
     metrics, asked = {}, {}
     for bench in cfg.task.benches:

@@ -219,11 +219,13 @@ def usable_length(requested: int, model, tokenizer) -> int:
 
 
 def four_bit_config():
-    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError("model.load_in_4bit needs CUDA and the bitsandbytes package")
+    """NF4 weights (QLoRA's setting): bf16 compute on CUDA, fp32 on CPU (bitsandbytes' CPU backend)."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError("model.load_in_4bit needs the bitsandbytes package (pip install bitsandbytes)")
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
 
 
 def cache_root() -> Path:

@@ -29,6 +29,11 @@ from .validate import validate
 log = logging.getLogger(__name__)
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun / accelerate launch (their RANK and WORLD_SIZE), (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def config_id(parts: dict) -> str:
     """Short stable hash of the settings that make runs comparable (everything but the seed)."""
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -61,9 +66,9 @@ def write_json_atomic(path: Path, data: dict) -> None:
         fault("result")  # tests: a kill while the results file is half written
 
 
-def last_complete_checkpoint(folder: Path):
+def last_complete_checkpoint(folder: Path, tidy: bool = True):
     """The newest checkpoint-N whose trainer_state.json (written last by Trainer) is whole; checkpoints a kill
-    interrupted are removed so that they never shadow a complete one."""
+    interrupted are removed (when `tidy`) so that they never shadow a complete one."""
     if not folder.is_dir():
         return None
     found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
@@ -73,8 +78,9 @@ def last_complete_checkpoint(folder: Path):
             json.loads((checkpoint / "trainer_state.json").read_text())
             return str(checkpoint)
         except (OSError, json.JSONDecodeError):
-            log.warning("removing %s: a kill interrupted its save", checkpoint)
-            shutil.rmtree(checkpoint, ignore_errors=True)
+            if tidy:
+                log.warning("removing %s: a kill interrupted its save", checkpoint)
+                shutil.rmtree(checkpoint, ignore_errors=True)
     return None
 
 
@@ -99,15 +105,28 @@ class RunGuard(TrainerCallback):
         fault(f"step:{state.global_step}")  # tests: a kill after this optimizer step
 
     def on_save(self, args, state, control, **kwargs):
-        write_atomic(self.run.elapsed_file, json.dumps({"seconds": self.run.elapsed()}))
+        if state.is_world_process_zero:
+            write_atomic(self.run.elapsed_file, json.dumps({"seconds": self.run.elapsed()}))
+
+
+def _clean(commit: str) -> bool:
+    return bool(commit) and not commit.endswith("-dirty") and commit != "unknown"
 
 
 class Run:
-    """A run's identity (settings hash), its results file, its checkpoint folder and its lock."""
+    """A run's identity (settings hash), its results file, its checkpoint folder and its lock.
+
+    Under torchrun / accelerate launch every process builds the same Run; rank 0 alone holds the lock, removes
+    checkpoints and writes the results JSON and the adapter (`writer`). The process count is part of the identity
+    (a per-device batch means another global batch on 2 processes)."""
 
     def __init__(self, cfg: DictConfig, family: str, task: str):
         validate(cfg)
         comparable = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model", "method", "trainer")}
+        self.rank, self.world_size = process_rank()
+        if self.world_size > 1:
+            comparable["world_size"] = self.world_size
+        self.writer = self.rank == 0
         self.cfg, self.family, self.task = cfg, family, task
         self.id = config_id(comparable)
         stem = f"{cfg.method.name}-{self.id}-seed{cfg.seed}"
@@ -116,6 +135,9 @@ class Run:
         self.checkpoints = Path(cfg.checkpoint_dir) / f"{family}-{cfg.model.name}-{task}-{stem}"
         self.elapsed_file = self.checkpoints / "elapsed.json"
         self.commit = git_commit()  # the code this run started with, even if the tree changes while it runs
+        if cfg.get("require_clean_tree") and not _clean(self.commit):
+            raise RuntimeError(f"require_clean_tree=true but the code is {self.commit}: commit your changes first, "
+                               "so that these results name the code that made them")
         self.started = time.time()
         self.earlier = 0.0  # seconds spent by the segments before a resume
         self._lock = None
@@ -126,6 +148,8 @@ class Run:
         if self.result_file.exists() and not self.cfg.overwrite:
             log.info("already done: %s (overwrite=true to run again)", self.result_file)
             return json.loads(self.result_file.read_text())
+        if not self.writer:
+            return None  # rank 0 claims the run and tidies its files; the others train beside it
         self.claim()
         for stale in self.result_file.parent.glob(f".{self.result_file.name}.*.tmp"):
             stale.unlink()  # left by a kill during an earlier results write
@@ -169,33 +193,53 @@ class Run:
             warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm, save_strategy=t.save_strategy,
             save_total_limit=1, logging_steps=t.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
             report_to=list(cfg.logger.report_to), run_name=f"{cfg.model.name}-{self.task}-{method.name}-s{cfg.seed}",
-            disable_tqdm=not t.progress_bar, dataloader_num_workers=t.num_workers, use_cpu=t.use_cpu,
+            disable_tqdm=not t.progress_bar, dataloader_num_workers=t.num_workers,
+            # CPU processes under torchrun train as one (gloo DDP) only with use_cpu; else each trains alone
+            use_cpu=t.use_cpu or (self.world_size > 1 and not torch.cuda.is_available()),
             logging_nan_inf_filter=False,  # a NaN loss must reach RunGuard, not be averaged away
+            ddp_find_unused_parameters=False,  # every trainable parameter is used in each step
             **mixed_precision(t.precision))
         args.update(overrides)
         return TrainingArguments(**args)
 
     def train(self, trainer: Trainer) -> None:
         """Train, resuming from the last complete checkpoint of an interrupted earlier start."""
+        if trainer.args.world_size != self.world_size:
+            raise RuntimeError(f"{self.world_size} processes were launched (WORLD_SIZE) but the Trainer sees "
+                               f"{trainer.args.world_size}: each would train alone on all the data")
         trainer.add_callback(RunGuard(self))
-        resume = last_complete_checkpoint(self.checkpoints)
+        trainer.accelerator.wait_for_everyone()  # rank 0 has removed stale checkpoints: every rank resumes alike
+        resume = last_complete_checkpoint(self.checkpoints, tidy=self.writer)
         if resume:
             log.info("resuming from %s", resume)
         output = trainer.train(resume_from_checkpoint=resume)
         if not math.isfinite(output.training_loss):
             raise FloatingPointError(f"training loss is {output.training_loss}: the run diverged; lower method.lr")
 
+    def save_adapter(self, method, model, folder=None):
+        """What the method trained, saved by rank 0 into the run's artifacts (or `folder`); its bytes, or None
+        when this process does not write or saving is off."""
+        if not (self.cfg.save_adapter and self.writer):
+            return None
+        return method.save(model, folder or self.artifacts)
+
     def write_result(self, *, trainable: int, total: int, head_params: int, variant: str, adapter_bytes,
                      **fields) -> dict:
-        """The results JSON: identity, cost, and the recipe's own fields (metrics...); checkpoints go after."""
+        """The results JSON: identity, cost, and the recipe's own fields (metrics...); checkpoints go after.
+        Written by rank 0 only; every rank gets the dict back."""
         cfg = self.cfg
         result = {
             "family": self.family, "task": self.task, "model": cfg.model.name, "method": cfg.method.name,
             "variant": variant, "seed": cfg.seed, "config_id": self.id, "trainable_params": trainable,
             "head_params": head_params, "total_params": total, "adapter_bytes": adapter_bytes, **fields,
+            "world_size": self.world_size,
+            "effective_batch_size": cfg.trainer.batch_size * cfg.trainer.grad_accum * self.world_size,
             "wall_time_s": self.elapsed(), "peak_memory": peak_memory_mb(),
-            "git_commit": self.commit, **environment(), "config": OmegaConf.to_container(cfg, resolve=True),
+            "git_commit": self.commit, "git_dirty": self.commit.endswith("-dirty"), **environment(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        if not self.writer:
+            return result
         write_json_atomic(self.result_file, result)
         if not cfg.trainer.keep_checkpoints:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
@@ -210,3 +254,8 @@ def best_epoch(epochs: list[dict], main: str) -> dict:
         raise FloatingPointError(f"every dev evaluation gave {main}={epochs[-1][main]}: the model diverged or "
                                  "predicts a constant; no result was written")
     return max(scored, key=lambda e: e[main])
+
+
+def metric_values(entry: dict) -> dict:
+    """An epoch record's metrics, without its epoch number."""
+    return {k: v for k, v in entry.items() if k != "epoch"}

@@ -1,10 +1,13 @@
 """The Trainer every recipe uses: transformers' Trainer with two learning rates, and its precision settings."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 from transformers import Trainer
+
+import fourierft as ff
 
 from .faults import fault
 
@@ -14,7 +17,9 @@ class TwoRateTrainer(Trainer):
     (method.head_lr); `method` is a shared.methods.Method."""
 
     def __init__(self, *args, method=None, head=None, **kwargs):
-        super().__init__(*args, **kwargs)
+        model = kwargs.get("model", args[0] if args else None)
+        with adapters_recognised(model):
+            super().__init__(*args, **kwargs)
         self.method, self.head = method, list(head or [])
 
     def _save_optimizer_and_scheduler(self, output_dir):
@@ -26,6 +31,22 @@ class TwoRateTrainer(Trainer):
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW(self.method.param_groups(model or self.model, self.head))
         return self.optimizer
+
+
+@contextlib.contextmanager
+def adapters_recognised(model):
+    """Trainer refuses a quantized model unless PEFT adapters are attached (`_hf_peft_config_loaded`); FourierFT
+    layers over a 4-bit base are such adapters (they never touch the packed weights), so the flag is raised while
+    Trainer checks, and lowered again so that saving stays a plain save."""
+    adapted = getattr(model, "is_quantized", False) and any(True for _ in ff.fourierft_layers(model))
+    if not adapted or getattr(model, "_hf_peft_config_loaded", False):
+        yield
+        return
+    model._hf_peft_config_loaded = True
+    try:
+        yield
+    finally:
+        model._hf_peft_config_loaded = False
 
 
 def subsample(dataset, limit, seed):

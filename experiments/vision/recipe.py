@@ -13,7 +13,7 @@ from transformers import set_seed
 
 from ..shared import build
 from ..shared.methods import adapt
-from ..shared.run import Run, best_epoch
+from ..shared.run import Run, best_epoch, metric_values
 from ..shared.trainer import TwoRateTrainer, subsample
 from .data import load_vision
 from .transforms import ImageTransform
@@ -54,12 +54,11 @@ def run(cfg: DictConfig) -> float:
               if any(k.endswith("_accuracy") for k in e)]
     epochs = merge_by_epoch(epochs)
     best = best_epoch(epochs, "validation_accuracy")
-    values = lambda e: {k: v for k, v in e.items() if k != "epoch"}  # noqa: E731
     run_.write_result(
-        **counts, adapter_bytes=method.save(model, run_.artifacts) if cfg.save_adapter else None,
+        **counts, adapter_bytes=run_.save_adapter(method, model),
         main_metric="test_accuracy", selected_by="validation_accuracy", epochs=epochs,
-        best={"epoch": best["epoch"], "metrics": values(best)},
-        last={"epoch": epochs[-1]["epoch"], "metrics": values(epochs[-1])}, image_size=size,
+        best={"epoch": best["epoch"], "metrics": metric_values(best)},
+        last={"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])}, image_size=size,
         train_examples=len(train), validation_examples=len(evals["validation"]), test_examples=len(evals["test"]),
         classes=len(labels), data_source=data_source)
     log.info("%s %s %s seed %d: test accuracy %.2f at the best validation epoch %s (validation %.2f), last %.2f "
