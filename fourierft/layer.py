@@ -25,15 +25,14 @@ def is_quantized(module: nn.Module) -> bool:
 
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
-    """The (d_out, d_in) float weight of a bitsandbytes 4- or 8-bit layer."""
+    """The (d_out, d_in) float weight of a bitsandbytes 4-bit layer (the only packed format dequantized here)."""
     weight = module.weight
     if hasattr(weight, "quant_state"):
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(weight.data, weight.quant_state)
-    if getattr(weight, "SCB", None) is not None:  # int8 rows with one scale each
-        return weight.data.float() * weight.SCB.float().unsqueeze(1) / 127
-    raise TypeError(f"cannot dequantize a {type(module).__name__} weight of dtype {weight.dtype}")
+    raise TypeError(f"cannot dequantize a {type(module).__name__} weight of dtype {weight.dtype} (bitsandbytes 4-bit "
+                    "layers only)")
 
 
 def layer_shape(module: nn.Module) -> tuple[int, int]:

@@ -170,7 +170,7 @@ def worker(args) -> int:
 
 def bench_group(methods, shape, dtype_name, device, rounds, steps, warmup, n):
     """Every method in its own process, `rounds` times, interleaved; times pooled per method."""
-    rows = {}
+    rows, times, peaks = {}, {m: [] for m in methods}, {m: [] for m in methods}
     for _ in range(rounds):
         for method in methods:
             cmd = [sys.executable, __file__, "--worker", "--method", method, "--shape-json", json.dumps(shape),
@@ -179,17 +179,15 @@ def bench_group(methods, shape, dtype_name, device, rounds, steps, warmup, n):
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 raise RuntimeError(f"bench worker {method} failed:\n{out.stderr[-2000:]}")
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            if method in rows:
-                rows[method]["times_ms"] += row["times_ms"]
-                rows[method]["peak_mb"] = max(rows[method].get("peak_mb", 0), row.get("peak_mb", 0)) or None
-            else:
-                rows[method] = row
-    for row in rows.values():
-        times = row.pop("times_ms")
-        row.update(step_ms=statistics.median(times), step_ms_min=min(times), steps=len(times), processes=rounds)
-        if row.get("peak_mb") is None:
-            row.pop("peak_mb", None)
+            rows[method] = json.loads(out.stdout.strip().splitlines()[-1])
+            times[method] += rows[method].pop("times_ms")
+            if "peak_mb" in rows[method]:
+                peaks[method].append(rows[method].pop("peak_mb"))
+    for method, row in rows.items():
+        row.update(step_ms=statistics.median(times[method]), step_ms_min=min(times[method]),
+                   steps=len(times[method]), processes=rounds)
+        if peaks[method]:
+            row["peak_mb"] = max(peaks[method])
     return [rows[m] for m in methods]
 
 
