@@ -361,3 +361,20 @@ def test_reproduce_vit_offline_stops_at_once_naming_the_model_then_the_dataset(t
     with pytest.raises(FileNotFoundError, match="vision dataset pets: the Hugging Face hub is unreachable and no "
                                                 "local copy was found.*Set data.image_dir=/path"):
         run(cfg)
+
+
+def test_hub_columns_are_renamed_or_named_when_missing(monkeypatch):
+    from datasets import Dataset
+
+    import experiments.vision.data as vision_data
+
+    image = Image.new("RGB", (4, 4))
+    tables = {"good": Dataset.from_dict({"img": [image], "fine_label": [3], "extra": ["x"]}),
+              "bad": Dataset.from_dict({"pixels": [image], "y": [3]})}
+    which = {"table": "good"}
+    monkeypatch.setattr(vision_data, "load_dataset", lambda hub_id, split: tables[which["table"]])
+    splits = vision_data.read_hub(vision_data.DATASETS["pets"])
+    assert set(splits) == {"train", "test"} and splits["train"].column_names == ["image", "label"]
+    which["table"] = "bad"
+    with pytest.raises(ValueError, match=r"timm/oxford-iiit-pet \(train\) has columns \['pixels', 'y'\]"):
+        vision_data.read_hub(vision_data.DATASETS["pets"])

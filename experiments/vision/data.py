@@ -49,7 +49,6 @@ DATASETS = {d.name: d for d in [
     VisionDataset("fashion_mnist", 10, {s: ("zalando-datasets/fashion_mnist", s) for s in ("train", "test")},
                   fallback_dirs=("/usr/share/datasets/fashion-mnist",)),
 ]}
-PAPER_DATASETS = ["pets", "cars", "cifar10", "dtd", "eurosat", "fgvc", "resisc45", "cifar100"]
 
 
 def get_dataset(name: str) -> VisionDataset:
@@ -95,8 +94,11 @@ def read_hub(spec: VisionDataset) -> dict:
     out = {}
     for split, (hub_id, hub_split) in spec.hub.items():
         data = load_dataset(hub_id, split=hub_split)
-        image = next(c for c in data.column_names if c in ("image", "img"))
-        label = next(c for c in data.column_names if c in ("label", "labels", "fine_label"))
+        image = next((c for c in data.column_names if c in ("image", "img")), None)
+        label = next((c for c in data.column_names if c in ("label", "labels", "fine_label")), None)
+        if image is None or label is None:
+            raise ValueError(f"{hub_id} ({hub_split}) has columns {data.column_names}: no image / label column "
+                             "(expected image or img, and label, labels or fine_label)")
         data = data.select_columns([image, label]).rename_columns({image: "image", label: "label"})
         out[split] = data
     return out
