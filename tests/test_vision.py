@@ -378,3 +378,19 @@ def test_hub_columns_are_renamed_or_named_when_missing(monkeypatch):
     which["table"] = "bad"
     with pytest.raises(ValueError, match=r"timm/oxford-iiit-pet \(train\) has columns \['pixels', 'y'\]"):
         vision_data.read_hub(vision_data.DATASETS["pets"])
+
+
+def test_the_reported_test_accuracy_is_the_best_validation_epochs():
+    from experiments.vision.recipe import best_on_validation, epoch_records
+
+    history = [{"loss": 2.0, "epoch": 0.5},
+               {"eval_validation_accuracy": 50.0, "eval_validation_loss": 1.0, "epoch": 1.0},
+               {"eval_test_accuracy": 90.0, "epoch": 1.0},
+               {"eval_validation_accuracy": 60.0, "epoch": 2.0}, {"eval_test_accuracy": 10.0, "epoch": 2.0},
+               {"eval_validation_accuracy": float("nan"), "epoch": 3.0}, {"eval_test_accuracy": 95.0, "epoch": 3.0}]
+    epochs = epoch_records(history)
+    assert epochs == [{"epoch": 1.0, "validation_accuracy": 50.0, "test_accuracy": 90.0},
+                      {"epoch": 2.0, "validation_accuracy": 60.0, "test_accuracy": 10.0},
+                      {"epoch": 3.0, "validation_accuracy": epochs[2]["validation_accuracy"], "test_accuracy": 95.0}]
+    best = best_on_validation(epochs)
+    assert best["epoch"] == 2.0 and best["test_accuracy"] == 10.0  # not the best test epoch, not the NaN one

@@ -50,10 +50,8 @@ def run(cfg: DictConfig) -> float:
         data_collator=Collator(interpolate=needs_interpolation(model, size)), compute_metrics=accuracy)
     run_.train(trainer)
 
-    epochs = [{"epoch": round(e["epoch"], 3), **split_accuracies(e)} for e in trainer.state.log_history
-              if any(k.endswith("_accuracy") for k in e)]
-    epochs = merge_by_epoch(epochs)
-    best = best_epoch(epochs, "validation_accuracy")
+    epochs = epoch_records(trainer.state.log_history)
+    best = best_on_validation(epochs)
     run_.write_result(
         **counts, adapter_bytes=run_.save_adapter(method, model),
         main_metric="test_accuracy", selected_by="validation_accuracy", epochs=epochs,
@@ -100,6 +98,17 @@ def accuracy(prediction) -> dict:
 def split_accuracies(logged: dict) -> dict:
     """{"validation_accuracy": ..., "test_accuracy": ...} from one Trainer log record ("eval_<split>_accuracy")."""
     return {k[len("eval_"):]: v for k, v in logged.items() if k.startswith("eval_") and k.endswith("_accuracy")}
+
+
+def epoch_records(log_history: list[dict]) -> list[dict]:
+    """One {"epoch", "validation_accuracy", "test_accuracy"} per evaluated epoch, from Trainer's log history."""
+    return merge_by_epoch([{"epoch": round(e["epoch"], 3), **split_accuracies(e)} for e in log_history
+                           if any(k.endswith("_accuracy") for k in e)])
+
+
+def best_on_validation(epochs: list[dict]) -> dict:
+    """The protocol's model: the epoch best on validation (never chosen by its test accuracy)."""
+    return best_epoch(epochs, "validation_accuracy")
 
 
 def merge_by_epoch(records: list[dict]) -> list[dict]:
