@@ -33,7 +33,9 @@ def check_presets(argv: list[str]) -> None:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    if int(os.environ.get("RANK", "0")) != 0:
+    from experiments.shared.run import process_rank
+
+    if process_rank()[0] != 0:
         logging.getLogger().setLevel(logging.WARNING)  # torchrun / accelerate: rank 0 speaks for the run
     if cfg.logger.get("wandb_mode"):
         os.environ.setdefault("WANDB_MODE", cfg.logger.wandb_mode)

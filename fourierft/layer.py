@@ -35,6 +35,13 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor:
                     "layers only)")
 
 
+def check_path(path: str, base_layer: nn.Module) -> None:
+    """Refuse the merged path over a packed weight (it adds dW to the weight inside one GEMM)."""
+    if path == "merged" and is_quantized(base_layer):
+        raise ValueError("path='merged' adds dW to the weight in one GEMM, which a quantized base layer "
+                         f"({type(base_layer).__name__}) cannot do; use path='auto', 'dense' or 'spectral'")
+
+
 def layer_shape(module: nn.Module) -> tuple[int, int]:
     """(d_out, d_in) of a supported layer; Conv1D stores its weight as (d_in, d_out)."""
     if isinstance(module, nn.Linear):
@@ -74,9 +81,7 @@ class FourierFTLayer(nn.Module):
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
         self.quantized = is_quantized(base_layer)
-        if self.quantized and path == "merged":
-            raise ValueError("path='merged' adds dW to the weight in one GEMM, which a quantized base layer "
-                             f"({type(base_layer).__name__}) cannot do; use path='auto', 'dense' or 'spectral'")
+        check_path(path, base_layer)
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)

@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import FourierFTConfig
 from .entries import sample_entries
-from .layer import SUPPORTED, FourierFTLayer, layer_shape
+from .layer import SUPPORTED, FourierFTLayer, check_path, layer_shape
 from .targets import describe_names, find_modules, is_suffix, matches_regex_suffix, resolve_targets
 
 
@@ -155,9 +155,8 @@ def set_path(model: nn.Module, path: str) -> nn.Module:
     if path not in PATHS:
         raise ValueError(f"path={path!r} is not one of {PATHS}")
     layers = list(fourierft_layers(model))
-    if path == "merged" and any(layer.quantized for _, layer in layers):
-        raise ValueError("path='merged' adds dW to the weight in one GEMM, which quantized base layers cannot do; "
-                         "use 'auto', 'dense' or 'spectral'")
+    for _, layer in layers:  # every layer checked before any changes
+        check_path(path, layer.base_layer)
     for _, layer in layers:
         layer.path = path
     return model

@@ -46,18 +46,23 @@ def sweep_runs(results: Path) -> pd.DataFrame:
     return runs
 
 
-def task_panels(tasks: list):
-    """One figure with a panel per task, side by side: (figure, panels)."""
+def task_figure(tasks: list, path: Path, header: list, xlabel: str, draw, log_x: bool = False) -> str:
+    """A figure with a panel per task, side by side, each drawn by `draw(ax, task)`, which returns that task's
+    markdown rows; saved to `path`. Returns the markdown table (`header` then every task's rows)."""
     fig, axes = _plt().subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    return fig, axes[0]
-
-
-def label_panel(ax, task: str, xlabel: str) -> None:
-    ax.set_title(TASK_NAMES.get(task, task))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("dev score (best epoch)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    lines = list(header)
+    for ax, task in zip(axes[0], tasks):
+        lines += draw(ax, task)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("dev score (best epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, path)
+    return "\n".join(lines)
 
 
 def fig3_sampling(out: Path, fcs=(0, 100, 200, 300), size=384, bandwidth=200.0) -> dict:
@@ -89,10 +94,9 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                    & configs.basis.fillna("fourier").eq("fourier")]
     if rows.empty:
         return ""
-    tasks = sorted(rows.task.unique())
-    fig, axes = task_panels(tasks)
-    lines = ["| task | method | setting | adapter params | seeds | dev score |", "|---|---|---|---|---|---|"]
-    for ax, task in zip(axes, tasks):
+
+    def draw(ax, task):
+        lines = []
         for method, key, marker in (("lora", "r", "s"), ("fourierft", "n", "o")):
             curve = rows[(rows.task == task) & (rows.method == method)].sort_values("params")
             if curve.empty:
@@ -105,11 +109,11 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                 sd = f" ± {fmt(c.sd, 'score')}" if pd.notna(c.sd) else ""
                 lines.append(f"| {TASK_NAMES.get(task, task)} | {method} | {key}={int(c[key])} | "
                              f"{fmt(c.params, 'params')} | {int(c.seeds)} | {fmt(c.score, 'score')}{sd} |")
-        ax.set_xscale("log")
-        label_panel(ax, task, "adapter parameters (log)")
-    fig.tight_layout()
-    save_png(fig, out / "fig4_n_scaling.png")
-    return "\n".join(lines)
+        return lines
+
+    header = ["| task | method | setting | adapter params | seeds | dev score |", "|---|---|---|---|---|---|"]
+    return task_figure(sorted(rows.task.unique()), out / "fig4_n_scaling.png", header, "adapter parameters (log)",
+                       draw, log_x=True)
 
 
 def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
@@ -117,10 +121,9 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
     biased = rows[rows.fc.notna()]
     if biased.empty:
         return ""
-    tasks = sorted(biased.task.unique())
-    fig, axes = task_panels(tasks)
-    lines = ["| task | n | f_c | seeds | dev score |", "|---|---|---|---|---|"]
-    for ax, task in zip(axes, tasks):
+
+    def draw(ax, task):
+        lines = []
         for n in sorted(int(n) for n in biased[biased.task == task].n.unique()):
             curve = biased[(biased.task == task) & (biased.n == n)].sort_values("fc")
             ax.errorbar(curve.fc, curve.score, yerr=curve.sd.fillna(0), marker="o", capsize=3, label=f"n={n}")
@@ -131,10 +134,11 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
                              f"{fmt(uniform.score.iloc[0], 'score')} |")
             lines += [f"| {TASK_NAMES.get(task, task)} | {n} | {c.fc:g} | {int(c.seeds)} | {fmt(c.score, 'score')} |"
                       for _, c in curve.iterrows()]
-        label_panel(ax, task, "favoured central frequency f_c")
-    fig.tight_layout()
-    save_png(fig, out / "fig5_fc.png")
-    return "\n".join(lines)
+        return lines
+
+    header = ["| task | n | f_c | seeds | dev score |", "|---|---|---|---|---|"]
+    return task_figure(sorted(biased.task.unique()), out / "fig5_fc.png", header, "favoured central frequency f_c",
+                       draw)
 
 
 def basis_table(configs: pd.DataFrame) -> str:

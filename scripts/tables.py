@@ -112,23 +112,32 @@ def glue_runs(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+KEYS = ["model", "method", "variant"]
+
+
+def select_cells(per_config: pd.DataFrame, value: str, select_by: str, order) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table, configurations-tried table), one row per (model, method, variant) and a column per task: in each
+    cell the configuration with the highest `select_by` gives its `value`; `order(tasks)` orders the columns."""
+    cell = per_config.groupby(KEYS + ["task"])
+    chosen = per_config.loc[cell[select_by].idxmax()]
+    tasks = order(set(chosen["task"]))
+    table = chosen.pivot_table(index=KEYS, columns="task", values=value)[tasks]
+    table["avg"] = table.mean(axis=1)
+    table.insert(0, "seeds", chosen.groupby(KEYS)["seeds"].min())
+    table.insert(0, "params", chosen.groupby(KEYS)["params"].median())
+    configs = cell["config_id"].nunique().rename("configs").reset_index().pivot_table(
+        index=KEYS, columns="task", values="configs")[tasks]
+    return table.reset_index(), configs.reset_index()
+
+
 def aggregate(runs: pd.DataFrame, which: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores table, configurations-tried table) with one row per (model, method, variant)."""
-    keys = ["model", "method", "variant"]
     runs = runs.assign(method=runs["label"])  # a dirty tree's runs form their own row
-    per_config = (runs.groupby(keys + ["task", "config_id"])
+    per_config = (runs.groupby(KEYS + ["task", "config_id"])
                   .agg(score=(which, "median"), seeds=("seed", "nunique"), params=("adapter_params", "median"))
                   .reset_index())
-    cell = per_config.groupby(keys + ["task"])
-    chosen = per_config.loc[cell["score"].idxmax()]
-    tried = cell["config_id"].nunique().rename("configs").reset_index()
-    order = [t for t in TASK_NAMES if t in set(chosen["task"])]
-    table = chosen.pivot_table(index=keys, columns="task", values="score")[order]
-    table["avg"] = table.mean(axis=1)
-    table.insert(0, "seeds", chosen.groupby(keys)["seeds"].min())
-    table.insert(0, "params", chosen.groupby(keys)["params"].median())
-    configs = tried.pivot_table(index=keys, columns="task", values="configs")[order]
-    return table.rename(columns=TASK_NAMES).reset_index(), configs.rename(columns=TASK_NAMES).reset_index()
+    table, configs = select_cells(per_config, "score", "score", lambda tasks: [t for t in TASK_NAMES if t in tasks])
+    return table.rename(columns=TASK_NAMES), configs.rename(columns=TASK_NAMES)
 
 
 def vision_table(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -139,22 +148,16 @@ def vision_table(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
             for r in runs if r["family"] == "vision"]
     if not rows:
         return pd.DataFrame(), pd.DataFrame()
-    keys = ["model", "method", "variant"]
-    per_config = (pd.DataFrame(rows).groupby(keys + ["task", "config_id"])
+    per_config = (pd.DataFrame(rows).groupby(KEYS + ["task", "config_id"])
                   .agg(test=("test", "mean"), validation=("validation", "mean"), seeds=("seed", "nunique"),
                        params=("params", "median")).reset_index())
-    cell = per_config.groupby(keys + ["task"])
-    chosen = per_config.loc[cell["validation"].idxmax()]
-    tasks = [t for t in VISION_NAMES if t in set(chosen["task"])] + sorted(set(chosen["task"]) - set(VISION_NAMES))
-    table = chosen.pivot_table(index=keys, columns="task", values="test")[tasks]
-    table["avg"] = table.mean(axis=1)
-    table.insert(0, "seeds", chosen.groupby(keys)["seeds"].min())
-    table.insert(0, "params", chosen.groupby(keys)["params"].median())
-    configs = cell["config_id"].nunique().rename("configs").reset_index().pivot_table(
-        index=keys, columns="task", values="configs")[tasks].reset_index()
-    table = pd.concat([table.reset_index(), paper_rows("vision")], ignore_index=True)
-    shown = [t for t in VISION_NAMES if t != "avg"] + [t for t in tasks if t not in VISION_NAMES]
-    table = table[keys + ["params", "seeds"] + shown + ["avg"]]
+    table, configs = select_cells(  # chosen by validation, never by test
+        per_config, "test", "validation",
+        lambda tasks: [t for t in VISION_NAMES if t in tasks] + sorted(tasks - set(VISION_NAMES)))
+    table = pd.concat([table, paper_rows("vision")], ignore_index=True)
+    ours = [c for c in configs.columns if c not in KEYS]
+    shown = [t for t in VISION_NAMES if t != "avg"] + [t for t in ours if t not in VISION_NAMES]
+    table = table[KEYS + ["params", "seeds"] + shown + ["avg"]]
     names = {t: VISION_NAMES.get(t, t) for t in table.columns}
     return table.rename(columns=names), configs.rename(columns=names)
 

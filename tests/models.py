@@ -55,3 +55,19 @@ def build(family, seed=0):
     model = FAMILIES[family]()
     model.eval()
     return model
+
+
+def assert_round_trip(model, family, folder):
+    """Give every FourierFT layer random coefficients, save the adapter, load it into a fresh `family` model and
+    assert equal logits; the loaded model."""
+    import fourierft as ff
+
+    with torch.no_grad():
+        for _, layer in ff.fourierft_layers(model):
+            layer.coefficients.normal_()
+        expected = model(**inputs(family)).logits
+    ff.save_adapter(model, folder)
+    loaded = ff.load_adapter(build(family), folder)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs(family)).logits, expected)
+    return loaded

@@ -9,7 +9,7 @@ from transformers.pytorch_utils import Conv1D
 import fourierft as ff
 from fourierft.layer import FourierFTLayer
 
-from models import build, inputs
+from models import assert_round_trip, build, inputs
 
 PATHS = ["dense", "merged", "spectral"]
 QKV = {"c_attn": ["q", "k", "v"], "qkv": ["q", "k", "v"]}
@@ -82,14 +82,7 @@ def test_paper_gpt2_counts(n_layers, d, expected):
 
 def test_fused_adapter_round_trips_and_peft_export_is_refused(tmp_path):
     model = gpt2_fused()
-    with torch.no_grad():
-        for _, layer in ff.fourierft_layers(model):
-            layer.coefficients.normal_()
-        ref = model(**inputs("gpt2")).logits
-    ff.save_adapter(model, tmp_path / "a")
-    loaded = ff.load_adapter(build("gpt2"), tmp_path / "a")
-    with torch.no_grad():
-        assert torch.equal(loaded(**inputs("gpt2")).logits, ref)
+    loaded = assert_round_trip(model, "gpt2", tmp_path / "a")
     assert [layer.blocks for _, layer in ff.fourierft_layers(loaded)] == [[(0, 18), (36, 18)]] * 2
     with pytest.raises(ValueError, match="PEFT has no layout for separate spectra over parts of a fused projection"):
         ff.export_peft(model, tmp_path / "peft")
