@@ -1,6 +1,7 @@
 """Entry point: python -m experiments.train experiment=glue/roberta_base/mrpc method=lora [-m sweeps].
 
-The task config names its recipe (`task.recipe._target_`); this file only composes and calls it."""
+Composes the config and hands it to the runner (experiments/runner.py), whose return value, the run's selection
+metric on a validation split, is what Hydra's sweepers optimise."""
 import logging
 import os
 import sys
@@ -11,7 +12,6 @@ from experiments.shared.provenance import git_commit
 git_commit()  # the commit of the code this process loads: before the slow imports and before a sweep's later jobs
 
 import hydra  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -33,14 +33,15 @@ def check_presets(argv: list[str]) -> None:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from experiments.shared.run import process_rank
+    from experiments.runner import run
+    from experiments.shared.identity import process_rank
 
     if process_rank()[0] != 0:
         logging.getLogger().setLevel(logging.WARNING)  # torchrun / accelerate: rank 0 speaks for the run
     if cfg.logger.get("wandb_mode"):
         os.environ.setdefault("WANDB_MODE", cfg.logger.wandb_mode)
         os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
-    return instantiate(cfg.task.recipe)(cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,17 @@
-"""FourierFT: parameter-efficient fine-tuning with the discrete Fourier transform (Gao et al., ICML 2024)."""
+"""FourierFT: parameter-efficient fine-tuning with the discrete Fourier transform (Gao et al., ICML 2024).
+
+The adapter API is below; helpers (`fourierft.targets`, `fourierft.files`, `fourierft.entries`) are imported from
+their modules."""
 from .config import FourierFTConfig
-from .entries import frequency_bias, radial_frequency, sample_entries
-from .files import atomic_path, write_atomic
+from .entries import frequency_bias, sample_entries
 from .io import adapter_bytes, load_adapter, save_adapter
 from .layer import FourierFTLayer
 from .model import apply_fourierft, fourierft_layers, merge, set_path, summary, trainable_parameters, unload, unmerge
 from .peft_interop import export_peft, import_peft
-from .targets import find_modules, is_suffix, is_within, matches, resolve_targets
 
 __all__ = [
     "FourierFTConfig", "FourierFTLayer", "apply_fourierft", "merge", "unmerge", "unload", "set_path",
     "save_adapter", "load_adapter", "adapter_bytes", "export_peft", "import_peft",
     "trainable_parameters", "summary", "fourierft_layers", "sample_entries", "frequency_bias",
-    "radial_frequency", "find_modules", "is_suffix", "is_within", "matches", "resolve_targets",
-    "atomic_path", "write_atomic",
 ]
 __version__ = "0.1.0"

@@ -12,9 +12,7 @@ import math
 
 import torch
 
-from .spectral import Plan
-
-BASES = ("fourier", "random", "orthogonal")
+from .plan import Plan
 
 
 def basis_matrix(d: int, kind: str, seed: int, role: str) -> torch.Tensor:

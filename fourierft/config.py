@@ -6,11 +6,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Union
 
-from .bases import BASES
-
 PATHS = ("auto", "dense", "merged", "spectral")
 INITS = ("normal", "zeros")
 BIASES = ("none", "all")
+BASES = ("fourier", "random", "orthogonal")  # the basis ablation (fourierft.bases)
 
 
 @dataclass

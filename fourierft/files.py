@@ -21,6 +21,7 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would: mkstemp's 0600 hides results from a team
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -31,3 +32,9 @@ def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> None:
     """Write text or bytes to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -200,21 +200,29 @@ def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
     if found != expected["layers"]:
         raise ValueError(f"adapter {path} targets modules {_describe(expected['layers'])} but this model's "
                          f"FourierFT layers are {_describe(found)}")
+    coefficients = {name: tensors.get(f"coefficients/{name}") for name in layers}
+    trained = {key[len("trained/"):]: t for key, t in tensors.items() if key.startswith("trained/")}
+    return copy_trained(model, coefficients, trained, f"adapter {path}")
+
+
+def copy_trained(model: nn.Module, coefficients: dict, trained: dict, source: str) -> nn.Module:
+    """Copy saved coefficients ({layer name: tensor or None}) and trained parameters ({parameter name: tensor}) into
+    a model already wrapped with the matching layers; a missing or misshapen tensor is an error naming `source`."""
+    layers = dict(fourierft_layers(model))
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, layer in layers.items():
-            coef = tensors.get(f"coefficients/{name}")
+            coef = coefficients.get(name)
             if coef is None or coef.shape != layer.coefficients.shape:
-                raise ValueError(f"adapter {path} has no coefficients of {layer.n} for {name!r}: the file is "
-                                 "incomplete or was edited")
+                got = "none" if coef is None else f"shape {tuple(coef.shape)}"
+                raise ValueError(f"{source} has no coefficients of {layer.n} for {name!r} (found {got}): the file is "
+                                 "incomplete, was edited, or was saved for another base model")
             layer.coefficients.copy_(coef)
-        for key, t in tensors.items():
-            if key.startswith("trained/"):
-                pname = key[len("trained/"):]
-                if pname not in params or params[pname].shape != t.shape:
-                    raise ValueError(f"adapter {path} holds {pname} {tuple(t.shape)}, which this model lacks or "
-                                     "shapes differently")
-                params[pname].copy_(t)
+        for pname, t in trained.items():
+            if pname not in params or params[pname].shape != t.shape:
+                raise ValueError(f"{source} holds {pname} {tuple(t.shape)}, which this {type(model).__name__} lacks "
+                                 "or shapes differently")
+            params[pname].copy_(t)
     return model
 
 

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral import BlockPlan, MergedLinear, Plan, SpectralDelta, make_plan
+from .blocks import BlockPlan, make_plan
+from .plan import Plan
+from .spectral import MergedLinear, SpectralDelta
 
 try:  # transformers is optional: only needed to recognise GPT-2's Conv1D
     from transformers.pytorch_utils import Conv1D

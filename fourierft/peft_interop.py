@@ -9,8 +9,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import FourierFTConfig
+from .entries import sample_entries
 from .files import atomic_path, write_atomic
-from .io import adapter_tensors, base_name_or_path
+from .io import adapter_tensors, base_name_or_path, copy_trained
 from .layer import SUPPORTED, layer_shape
 from .model import apply_fourierft, fourierft_layers, n_for
 from .targets import resolve_targets
@@ -18,12 +19,6 @@ from .targets import resolve_targets
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."
-
-
-def peft_entries(d_out: int, d_in: int, n: int, seed: int) -> torch.Tensor:
-    """PEFT's rule, written out here so a mismatch is detected rather than inherited."""
-    idx = torch.randperm(d_out * d_in, generator=torch.Generator().manual_seed(seed))[:n]
-    return torch.stack([idx // d_in, idx % d_in])
 
 
 # PEFT's task types by the transformers head class name's ending (AutoPeftModel needs one to pick the class)
@@ -57,7 +52,7 @@ def export_peft(model: nn.Module, path) -> None:
         raise ValueError("unmerge(model) before export_peft")
     n_pattern = {}
     for name, layer in layers.items():
-        expected = peft_entries(layer.d_out, layer.d_in, layer.n, config.entry_seed).to(layer.entries.device)
+        expected = sample_entries(layer.d_out, layer.d_in, layer.n, config.entry_seed).to(layer.entries.device)
         if not torch.equal(expected, layer.entries):
             raise ValueError(f"the entries of {name!r} are not what PEFT regenerates from seed {config.entry_seed} "
                              "(they were drawn or loaded differently); PEFT stores no entries, so it cannot load them")
@@ -117,21 +112,9 @@ def import_peft(model: nn.Module, path) -> nn.Module:
         module = model.get_submodule(name)
         if isinstance(module, SUPPORTED):
             d_out, d_in = layer_shape(module)
-            entries[name] = peft_entries(d_out, d_in, n_for(name, config), config.entry_seed)
+            entries[name] = sample_entries(d_out, d_in, n_for(name, config), config.entry_seed)  # PEFT's rule
     apply_fourierft(model, config, entries=entries)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, layer in fourierft_layers(model):
-            key = f"{PREFIX}{name}.fourierft_spectrum"
-            if key not in tensors:
-                raise ValueError(f"{weights} has no coefficients for {name!r}: adapter saved for another base model?")
-            if tensors[key].shape != layer.coefficients.shape:
-                raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}, expected ({layer.n},)")
-            layer.coefficients.copy_(tensors.pop(key))
-        for key, t in tensors.items():
-            pname = key[len(PREFIX):] if key.startswith(PREFIX) else key
-            if pname not in params or params[pname].shape != t.shape:
-                raise ValueError(f"{weights} holds {key}, which this {type(model).__name__} lacks or shapes "
-                                 "differently")
-            params[pname].copy_(t)
-    return model
+    coefficients = {name: tensors.pop(f"{PREFIX}{name}.fourierft_spectrum", None)
+                    for name, _ in fourierft_layers(model)}
+    trained = {key.removeprefix(PREFIX): t for key, t in tensors.items()}
+    return copy_trained(model, coefficients, trained, str(weights))

@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .plan import Plan
+
 
 def _half(idx: torch.Tensor, d: int):
     """Where bin idx lives in a length-d rfft, and whether it must be conjugated there."""
@@ -32,19 +34,6 @@ def _hermitian_fold(idx: torch.Tensor, d: int):
     conj = torch.cat([torch.zeros_like(idx[keep_pos], dtype=torch.bool),
                       torch.ones_like(idx[keep_neg], dtype=torch.bool)])
     return torch.cat([idx[keep_pos], neg[keep_neg]]), torch.cat([src[keep_pos], src[keep_neg]]), conj
-
-
-class Plan:
-    """What every plan offers the autograd functions: delta_weight, dense_delta_weight, apply, coef_grad, and the
-    flop counts (`costs`) that choose between the merged and the spectral path."""
-
-    def costs(self, tokens: int) -> tuple[float, float]:
-        raise NotImplementedError
-
-    def cheaper_path(self, tokens: int) -> str:
-        """"spectral" or "merged", whichever `costs` says is cheaper for this many tokens."""
-        merged, spectral = self.costs(tokens)
-        return "spectral" if spectral < merged else "merged"
 
 
 class SpectralPlan(Plan):
@@ -113,73 +102,6 @@ class SpectralPlan(Plan):
     def dense_delta_weight(self, coef: torch.Tensor, scaling: float) -> torch.Tensor:
         """The reference formula (autograd-differentiable): what the dense path trains through."""
         return dense_delta_weight(torch.stack([self.u, self.v]), coef, self.d_out, self.d_in, scaling)
-
-
-def make_plan(entries: torch.Tensor, d_out: int, d_in: int, basis: str = "fourier", basis_seed: int = 0):
-    """The plan of one spectrum: the inverse DFT (SpectralPlan), or a random basis of the ablation (BasisPlan)."""
-    if basis == "fourier":
-        return SpectralPlan(entries, d_out, d_in)
-    from .bases import BasisPlan
-
-    return BasisPlan(entries, d_out, d_in, basis, basis_seed)
-
-
-class BlockPlan(Plan):
-    """A fused projection (GPT-2's c_attn, timm's qkv) whose output rows split into parts: each adapted part is an
-    independent spectrum over its own rows (its own d_part x d_in normalisation), the other rows get no dW.
-    `coef` is the parts' coefficients one after the other."""
-
-    def __init__(self, entries: torch.Tensor, d_out: int, d_in: int, blocks: list[tuple[int, int]],
-                 basis: str = "fourier", basis_seed: int = 0):
-        self.d_out, self.d_in, self.blocks = d_out, d_in, [tuple(b) for b in blocks]
-        width = entries.shape[1] // len(self.blocks)
-        self.plans = [make_plan(entries[:, i * width:(i + 1) * width], size, d_in, basis, basis_seed)
-                      for i, (_, size) in enumerate(self.blocks)]
-        self.n, self.device = entries.shape[1], entries.device
-        self.width = width
-
-    def _parts(self, coef: torch.Tensor):
-        for i, ((start, size), plan) in enumerate(zip(self.blocks, self.plans)):
-            yield start, size, plan, coef[i * self.width:(i + 1) * self.width]
-
-    def _assemble(self, parts: list[tuple[int, int, torch.Tensor]], lead: tuple, like: torch.Tensor):
-        """Rows of each part at their offsets, zeros elsewhere (differentiable through torch.cat)."""
-        pieces, row = [], 0
-        for start, size, value in parts:
-            if start > row:
-                pieces.append(like.new_zeros(*lead, start - row, *value.shape[len(lead) + 1:]))
-            pieces.append(value)
-            row = start + size
-        if row < self.d_out:
-            pieces.append(like.new_zeros(*lead, self.d_out - row, *parts[-1][2].shape[len(lead) + 1:]))
-        return torch.cat(pieces, dim=len(lead))
-
-    def delta_weight(self, coef, scaling):
-        parts = [(start, size, plan.delta_weight(c, scaling)) for start, size, plan, c in self._parts(coef)]
-        return self._assemble(parts, (), parts[0][2])
-
-    def dense_delta_weight(self, coef, scaling):
-        parts = [(start, size, plan.dense_delta_weight(c, scaling)) for start, size, plan, c in self._parts(coef)]
-        return self._assemble(parts, (), parts[0][2])
-
-    def apply(self, x, coef, scaling, transpose=False):
-        if transpose:  # x is dL/dy (..., d_out): each part's rows feed back through its own spectrum
-            return sum(plan.apply(x[..., start:start + size], c, scaling, transpose=True)
-                       for start, size, plan, c in self._parts(coef))
-        parts = [(start, size, plan.apply(x, c, scaling).movedim(-1, 0)) for start, size, plan, c in self._parts(coef)]
-        return self._assemble(parts, (), parts[0][2]).movedim(0, -1)
-
-    def coef_grad(self, x, grad_out, scaling):
-        g = grad_out.reshape(-1, self.d_out)
-        return torch.cat([plan.coef_grad(x, g[:, start:start + size], scaling)
-                          for (start, size), plan in zip(self.blocks, self.plans)])
-
-    def costs(self, tokens):
-        merged = spectral = 0.0
-        for plan in self.plans:
-            m, s = plan.costs(tokens)
-            merged, spectral = merged + m, spectral + s
-        return merged, spectral
 
 
 def _autocast_dtype(x: torch.Tensor):

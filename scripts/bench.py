@@ -27,8 +27,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fourierft as ff  # noqa: E402
 from experiments.shared.provenance import git_commit  # noqa: E402
-from experiments.shared.run import write_json_atomic  # noqa: E402
-from fourierft import write_atomic  # noqa: E402
+from experiments.shared.results import write_json_atomic  # noqa: E402
+from fourierft.files import write_atomic  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OURS = ("ours_auto", "ours_merged", "ours_spectral", "ours_dense")

@@ -13,8 +13,8 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import read_results  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.shared.results import read_results  # noqa: E402
 
 KEY = ("family", "model", "task", "method", "variant", "config_id", "seed")
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rtol", type=float, default=0.02)
     parser.add_argument("--atol", type=float, default=0.1)
     args = parser.parse_args(argv)
-    ours, reference = ([r for r in read_results(folder) if args.family in (None, r["family"])]
+    ours, reference = ([r.to_json() for r in read_results(folder) if args.family in (None, r.family)]
                        for folder in (args.ours, args.reference))
     if not ours:
         print(f"no results under {args.ours} to compare", file=sys.stderr)

@@ -18,27 +18,32 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import TASK_NAMES, aggregate, fmt, glue_runs, read_results, save_png  # noqa: E402
 from tables import _pyplot as _plt  # noqa: E402
+from tables import epoch_scores, fmt, params_plot, read_results, save_png, selected_table  # noqa: E402
 
-from fourierft import frequency_bias, write_atomic  # noqa: E402
+from fourierft import frequency_bias  # noqa: E402
+from fourierft.files import write_atomic  # noqa: E402
+
+TASK_NAMES: dict[str, str] = {}  # display names of the tasks the sweeps ran, from their results
 
 
 def per_config(runs: pd.DataFrame) -> pd.DataFrame:
     """Best-epoch dev score per configuration: mean and sd over seeds, with its method settings."""
     return (runs.groupby(["model", "method", "variant", "task", "config_id"])
-            .agg(score=("best", "mean"), sd=("best", "std"), seeds=("seed", "nunique"),
-                 params=("adapter_params", "median"), n=("n", "first"), r=("r", "first"), fc=("fc", "first"),
+            .agg(score=("score", "mean"), sd=("score", "std"), seeds=("seed", "nunique"),
+                 params=("params", "median"), n=("n", "first"), r=("r", "first"), fc=("fc", "first"),
                  basis=("basis", "first"))
             .reset_index())
 
 
 def sweep_runs(results: Path) -> pd.DataFrame:
-    raw = [r for r in read_results(results, sweeps=True) if r["family"] == "glue"]
-    runs = glue_runs(raw)
-    if runs.empty:
-        return runs
-    method_cfg = [r["config"]["method"] for r in raw]
+    """Best-epoch scores of the swept runs of task-column families (GLUE), with their method settings."""
+    raw = [r for r in read_results(results, sweeps=True) if r.report["table"] == "selected"]
+    if not raw:
+        return pd.DataFrame()
+    TASK_NAMES.update({r.task: r.display_name for r in raw})
+    runs = epoch_scores(raw, "best")
+    method_cfg = [r.config["method"] for r in raw]
     runs["n"] = [m.get("n") for m in method_cfg]
     runs["r"] = [m.get("r") for m in method_cfg]
     runs["fc"] = [m.get("fc") for m in method_cfg]
@@ -155,13 +160,11 @@ def basis_table(configs: pd.DataFrame) -> str:
 
 
 def fig1(main: Path, out: Path) -> bool:
-    from tables import plot
-
-    runs = glue_runs(read_results(main))
-    if runs.empty:
+    runs = [r for r in read_results(main) if r.family == "glue"]
+    if not runs:
         return False
-    table, _ = aggregate(runs, "best")
-    plot(table, out / "fig1_params_vs_score.png")
+    table, _ = selected_table(runs, "best")
+    params_plot(table, out / "fig1_params_vs_score.png", "GLUE avg of tasks run (best epoch, median)")
     return True
 
 

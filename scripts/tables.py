@@ -1,127 +1,105 @@
-"""Turn results/**.json into tables beside the paper's numbers (paper/<family>.yaml) and a params-vs-score plot.
+"""Turn results/**.json into tables beside the paper's numbers (paper/<family>.yaml, where there is one) and a
+parameters-vs-score plot. Nothing here knows a family: each result says how it is shown (its `report`: title,
+columns, table kind, aggregate over seeds, display name) and what selects it (`selection`, never a test score).
 
-GLUE: median over seeds per configuration (best epoch, the paper's protocol, and last epoch). Where one cell
-(model, method, variant, task) holds runs of several configurations (a sweep over lr or alpha), the cell shows
-the configuration with the best dev median and says how many were tried: "[best of K]".
-E2E / instruction tuning: mean over seeds, one row per configuration (these score on test sets, so nothing is
-selected).
-Vision: mean over seeds of the test accuracy at each run's best validation epoch; where a cell holds several
-configurations, the one with the best mean validation accuracy is shown ("[best of K]"), never the best test.
+- "selected" families (GLUE, vision): a column per task; in each cell the configuration whose aggregated selection
+  metric is best gives its score; "[best of K]" says K configurations ran for that cell. One table per reported
+  epoch (`best`, `last`).
+- "rows" families (E2E, instruction tuning): one row per configuration, mean ± sd over seeds of each reported
+  metric (they score on test sets, so nothing is selected).
+Runs whose code was never committed (a dirty tree) form their own rows, flagged.
 
 python scripts/tables.py [--results results] [--out results/tables]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from fourierft import write_atomic
-
 ROOT = Path(__file__).resolve().parents[1]
-TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B"}
-VISION_NAMES = {"pets": "Pets", "cars": "Cars", "cifar10": "CIFAR10", "dtd": "DTD", "eurosat": "EuroSAT",
-                "fgvc": "FGVC", "resisc45": "RESISC45", "cifar100": "CIFAR100", "avg": "avg"}
-TITLES = {
-    "glue": "GLUE dev, {which} epoch, median over seeds (MCC for CoLA, Pearson for STS-B, accuracy otherwise; params "
-            "exclude the task head). [best of K]: K configurations ran for that cell and the one with the best dev "
-            "median is shown.",
-    "e2e": "E2E NLG test set, official scorer's metrics (our rows: the test MRs each run scored), mean ± standard "
-           "deviation over seeds, one row per configuration; BLEU/METEOR/ROUGE-L x100",
-    "vision": "Image classification: test accuracy at the best validation epoch, mean over seeds (params exclude "
-              "the head; the paper's avg is over its eight datasets, ours over the datasets run). [best of K]: K "
-              "configurations ran for that cell and the one with the best mean validation accuracy is shown.",
-    "instruct": "Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; "
-                "the paper's judge is GPT-4, ours is whatever judge= the run used",
-}
-GENERATION_METRICS = {"e2e": ["bleu", "nist", "meteor", "rouge_l", "cider"],
-                      "instruct": ["mt_bench", "vicuna", "mt_bench_rouge_l", "vicuna_rouge_l"]}
-
-
-def paper(family: str) -> dict:
-    """The paper's numbers for a family, from paper/<family>.yaml."""
-    return yaml.safe_load((ROOT / "paper" / f"{family}.yaml").read_text())
-
-
-def read_results(results: Path, sweeps: bool = False) -> list[dict]:
-    """Every run's results JSON under `results`; runs under a `sweeps/` folder only when asked (they have their own
-    figures and never mix into the main tables)."""
-    runs = []
-    for file in sorted(results.rglob("*seed*.json")):
-        if not sweeps and "sweeps" in file.relative_to(results).parts[:-1]:
-            continue
-        try:
-            run = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            print(f"skipping unreadable {file}", file=sys.stderr)
-            continue
-        if isinstance(run, dict) and "family" in run:
-            runs.append(run)
-    return runs
-
-
-def method_label(run: dict) -> str:
-    """The method's name, flagged when the run's code was never committed (its tree was dirty)."""
-    return run["method"] + (" (dirty tree)" if str(run.get("git_commit", "")).endswith("-dirty") else "")
-
-
-def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
-    data = paper(family)
-    rows = []
-    for row in data["rows"]:
-        if models is not None and row["model"] not in models:
-            continue
-        entry = {"model": row["model"], "method": f"{row['method']} (paper)", "variant": row.get("variant", ""),
-                 "params": row["params"] if row["params"] is not None else float("nan"),
-                 "seeds": data["seeds"] if data["seeds"] is not None else float("nan")}
-        entry.update({(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])})
-        rows.append(entry)
-    return pd.DataFrame(rows)
-
-
-def generation_table(runs: list[dict], family: str) -> pd.DataFrame:
-    metrics = GENERATION_METRICS[family]
-    rows = [{"model": r["model"], "method": method_label(r), "variant": r.get("variant", ""), "config": r["config_id"],
-             "params": r["trainable_params"], "seed": r["seed"], **{m: r["metrics"].get(m) for m in metrics}}
-            for r in runs if r["family"] == family]
-    if not rows:
-        return pd.DataFrame()
-    table = pd.DataFrame(rows).groupby(["model", "method", "variant", "config"]).agg(
-        params=("params", "median"), seeds=("seed", "nunique"), **{m: (m, "mean") for m in metrics},
-        **{f"{m}_sd": (m, "std") for m in metrics}).reset_index()
-    table = pd.concat([table, paper_rows(family)], ignore_index=True)
-    return table[[c for c in table.columns if not c.endswith("_sd")] + [f"{m}_sd" for m in metrics]]
-
-
-def glue_runs(runs: list[dict]) -> pd.DataFrame:
-    rows = []
-    for run in runs:
-        if run["family"] != "glue":
-            continue
-        main = run["main_metric"]
-        rows.append({
-            "model": run["model"], "method": run["method"], "label": method_label(run),
-            "variant": run.get("variant", ""), "task": run["task"], "seed": run["seed"], "config_id": run["config_id"],
-            "adapter_params": run["trainable_params"] - run.get("head_params", 0),
-            "best": run["best"]["metrics"][main], "last": run["last"]["metrics"][main],
-        })
-    return pd.DataFrame(rows)
-
+sys.path.insert(0, str(ROOT))
+from experiments.shared.results import RunResult, read_results  # noqa: E402
+from experiments.shared.tasks import load_task  # noqa: E402
+from fourierft.files import write_atomic  # noqa: E402
 
 KEYS = ["model", "method", "variant"]
 
 
-def select_cells(per_config: pd.DataFrame, value: str, select_by: str, order) -> tuple[pd.DataFrame, pd.DataFrame]:
+def paper(family: str):
+    """The paper's numbers for a family (paper/<family>.yaml), or None where the paper has none."""
+    file = ROOT / "paper" / f"{family}.yaml"
+    return yaml.safe_load(file.read_text()) if file.is_file() else None
+
+
+def display_name(task: str, runs: list[RunResult] = ()) -> str:
+    """A task's display name: from a run's report, else from conf/task/<task>.yaml, else the name itself."""
+    for run in runs:
+        if run.task == task:
+            return run.display_name
+    try:
+        return load_task(task).display_name
+    except Exception:  # a paper column without a task config of ours
+        return task
+
+
+def method_label(run: RunResult) -> str:
+    """The method's name, flagged when the run's code was never committed (its tree was dirty)."""
+    return run.method + (" (dirty tree)" if str(run.git_commit).endswith("-dirty") else "")
+
+
+def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
+    """The paper's rows (for `models` when any of them has rows, else all), columns renamed by `names`."""
+    data = paper(family)
+    if data is None:
+        return pd.DataFrame()
+    rows = [row for row in data["rows"] if models is None or row["model"] in models] or data["rows"]
+    table = []
+    for row in rows:
+        entry = {"model": row["model"], "method": f"{row['method']} (paper)", "variant": row.get("variant", ""),
+                 "params": row["params"] if row["params"] is not None else float("nan"),
+                 "seeds": data["seeds"] if data["seeds"] is not None else float("nan")}
+        entry.update({(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])})
+        table.append(entry)
+    return pd.DataFrame(table)
+
+
+def rows_table(runs: list[RunResult]) -> pd.DataFrame:
+    """One row per configuration: mean and sd over seeds of each reported metric, then the paper's rows."""
+    metrics = list(runs[0].report["columns"])
+    rows = [{"model": r.model, "method": method_label(r), "variant": r.variant, "config": r.config_id,
+             "params": r.trainable_params, "seed": r.seed, **{m: r.outcome["metrics"].get(m) for m in metrics}}
+            for r in runs]
+    table = pd.DataFrame(rows).groupby(["model", "method", "variant", "config"]).agg(
+        params=("params", "median"), seeds=("seed", "nunique"), **{m: (m, "mean") for m in metrics},
+        **{f"{m}_sd": (m, "std") for m in metrics}).reset_index()
+    table = pd.concat([table, paper_rows(runs[0].family)], ignore_index=True)
+    return table[[c for c in table.columns if not c.endswith("_sd")] + [f"{m}_sd" for m in metrics]]
+
+
+def epoch_scores(runs: list[RunResult], which: str) -> pd.DataFrame:
+    """Per run of a "selected" family: the reported score and the selection metric at epoch `which` (`label`: the
+    method, flagged for a dirty tree)."""
+    rows = []
+    for r in runs:
+        metrics = r.outcome[which]["metrics"]
+        rows.append({"model": r.model, "method": r.method, "label": method_label(r), "variant": r.variant,
+                     "task": r.task, "config_id": r.config_id, "seed": r.seed,
+                     "params": r.trainable_params - r.head_params, "score": metrics[r.outcome["main_metric"]],
+                     "select": metrics[r.selection["metric"]]})
+    return pd.DataFrame(rows)
+
+
+def select_cells(per_config: pd.DataFrame, mode: str, order: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table, configurations-tried table), one row per (model, method, variant) and a column per task: in each
-    cell the configuration with the highest `select_by` gives its `value`; `order(tasks)` orders the columns."""
+    cell the configuration with the best aggregated `select` gives its `score`; columns in `order`."""
     cell = per_config.groupby(KEYS + ["task"])
-    chosen = per_config.loc[cell[select_by].idxmax()]
-    tasks = order(set(chosen["task"]))
-    table = chosen.pivot_table(index=KEYS, columns="task", values=value)[tasks]
+    chosen = per_config.loc[cell["select"].idxmax() if mode == "max" else cell["select"].idxmin()]
+    tasks = [t for t in order if t in set(chosen["task"])]
+    table = chosen.pivot_table(index=KEYS, columns="task", values="score")[tasks]
     table["avg"] = table.mean(axis=1)
     table.insert(0, "seeds", chosen.groupby(KEYS)["seeds"].min())
     table.insert(0, "params", chosen.groupby(KEYS)["params"].median())
@@ -130,36 +108,26 @@ def select_cells(per_config: pd.DataFrame, value: str, select_by: str, order) ->
     return table.reset_index(), configs.reset_index()
 
 
-def aggregate(runs: pd.DataFrame, which: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scores table, configurations-tried table) with one row per (model, method, variant)."""
-    runs = runs.assign(method=runs["label"])  # a dirty tree's runs form their own row
-    per_config = (runs.groupby(KEYS + ["task", "config_id"])
-                  .agg(score=(which, "median"), seeds=("seed", "nunique"), params=("adapter_params", "median"))
-                  .reset_index())
-    table, configs = select_cells(per_config, "score", "score", lambda tasks: [t for t in TASK_NAMES if t in tasks])
-    return table.rename(columns=TASK_NAMES), configs.rename(columns=TASK_NAMES)
-
-
-def vision_table(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(table, configurations tried) for the vision family, with the paper's rows; empty without vision runs."""
-    rows = [{"model": r["model"], "method": method_label(r), "variant": r.get("variant", ""), "task": r["task"],
-             "config_id": r["config_id"], "seed": r["seed"], "params": r["trainable_params"] - r.get("head_params", 0),
-             "test": r["best"]["metrics"]["test_accuracy"], "validation": r["best"]["metrics"]["validation_accuracy"]}
-            for r in runs if r["family"] == "vision"]
-    if not rows:
-        return pd.DataFrame(), pd.DataFrame()
-    per_config = (pd.DataFrame(rows).groupby(KEYS + ["task", "config_id"])
-                  .agg(test=("test", "mean"), validation=("validation", "mean"), seeds=("seed", "nunique"),
+def selected_table(runs: list[RunResult], which: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table with the paper's rows, configurations tried) of a "selected" family at epoch `which`."""
+    first = runs[0]
+    how, mode = first.report["aggregate"], first.selection["mode"]
+    scores = epoch_scores(runs, which)
+    per_config = (scores.assign(method=scores["label"]).groupby(KEYS + ["task", "config_id"])
+                  .agg(score=("score", how), select=("select", how), seeds=("seed", "nunique"),
                        params=("params", "median")).reset_index())
-    table, configs = select_cells(  # chosen by validation, never by test
-        per_config, "test", "validation",
-        lambda tasks: [t for t in VISION_NAMES if t in tasks] + sorted(tasks - set(VISION_NAMES)))
-    table = pd.concat([table, paper_rows("vision")], ignore_index=True)
-    ours = [c for c in configs.columns if c not in KEYS]
-    shown = [t for t in VISION_NAMES if t != "avg"] + [t for t in ours if t not in VISION_NAMES]
-    table = table[KEYS + ["params", "seeds"] + shown + ["avg"]]
-    names = {t: VISION_NAMES.get(t, t) for t in table.columns}
-    return table.rename(columns=names), configs.rename(columns=names)
+    data = paper(first.family) or {"columns": []}
+    paper_tasks = [c for c in data["columns"] if c != "avg"]
+    ours = sorted(set(per_config["task"]) - set(paper_tasks))
+    table, configs = select_cells(per_config, mode, paper_tasks + ours)
+    ran = list(table.columns[5:-1])
+    names = {t: display_name(t, runs) for t in paper_tasks + ours}
+    theirs = paper_rows(first.family, set(table["model"]), names)
+    table = pd.concat([table.rename(columns=names), theirs], ignore_index=True)
+    if "avg" not in data["columns"]:  # the paper's average over the tasks these runs cover: like with like
+        table["avg"] = table["avg"].fillna(table[[names[t] for t in ran]].mean(axis=1))
+    shown = [names[t] for t in paper_tasks + ours if names[t] in table.columns]
+    return table[KEYS + ["params", "seeds"] + shown + ["avg"]], configs.rename(columns=names)
 
 
 def fmt(value, col: str) -> str:
@@ -197,7 +165,7 @@ def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str
 
 
 def params_scatter(ax, rows: pd.DataFrame, ylabel: str,
-                   xlabel: str = "trainable parameters (excluding the task head)") -> None:
+                   xlabel: str = "trainable parameters excluding the head (log; 0 drawn at 1)") -> None:
     """Trainable parameters (log) vs the rows' average score, each point labelled; the paper's rows as crosses."""
     for _, row in rows.iterrows():
         x = max(row["params"], 1)
@@ -211,23 +179,17 @@ def params_scatter(ax, rows: pd.DataFrame, ylabel: str,
     ax.grid(alpha=0.3)
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
-    fig, ax = _pyplot().subplots(figsize=(7.5, 4.8))
-    params_scatter(ax, table, "GLUE avg of tasks run (best epoch, median)")
-    fig.tight_layout()
-    save_png(fig, path)
-
-
-def vision_plot(table: pd.DataFrame, path: Path) -> None:
-    """Trainable parameters vs average accuracy: our runs (left) beside the paper's ViT rows (right, the right half
-    of its Figure 1); separate panels, since they are different backbones and datasets."""
+def params_plot(table: pd.DataFrame, path: Path, ylabel: str) -> None:
+    """Trainable parameters vs average score: our runs (left) beside the paper's rows (right); separate panels,
+    since backbones and tasks differ."""
     ours = table[~table["method"].str.endswith("(paper)")]
     theirs = table[table["method"].str.endswith("(paper)")]
-    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.5))
-    for ax, rows, title in ((axes[0], ours, "our runs (" + ", ".join(sorted(set(ours["model"]))) + ")"),
-                            (axes[1], theirs, "paper, ViT on its eight datasets")):
-        params_scatter(ax, rows, "test accuracy at the best validation epoch, avg (%)",
-                       "trainable parameters excluding the head (linear probe drawn at 1)")
+    panels = [(ours, "our runs (" + ", ".join(sorted(set(ours["model"]))) + ")")]
+    if not theirs.empty:
+        panels.append((theirs, "the paper's rows"))
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (rows, title) in zip(axes[0], panels):
+        params_scatter(ax, rows, ylabel)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
@@ -253,7 +215,25 @@ def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=N
     md = f"{title}\n\n{to_markdown(table, configs)}\n"
     write_atomic(out / f"{name}.md", md)
     write_atomic(out / f"{name}.csv", table.to_csv(index=False))
+    if configs is not None:
+        write_atomic(out / f"{name}_configs.csv", configs.to_csv(index=False))
     return md
+
+
+def family_tables(family: str, runs: list[RunResult], out: Path) -> list[str]:
+    """Write one family's tables (and its plot); their markdown."""
+    report = runs[0].report
+    if report["table"] == "rows":
+        return [write_table(out, family, report["title"], rows_table(runs))]
+    written = []
+    for i, which in enumerate(report["columns"]):
+        table, configs = selected_table(runs, which)
+        name = family if len(report["columns"]) == 1 else f"{family}_{which}"
+        written.append(write_table(out, name, report["title"].format(which=which), table, configs))
+        if i == 0:
+            params_plot(table, out / f"{family}_params_vs_score.png",
+                        f"{family}: avg over tasks ({which} epoch, {report['aggregate']} over seeds)")
+    return written
 
 
 def main(argv=None) -> int:
@@ -267,28 +247,10 @@ def main(argv=None) -> int:
         return 1
     out = args.out or args.results / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    for family in GENERATION_METRICS:
-        table = generation_table(runs, family)
-        if not table.empty:
-            print(write_table(out, family, TITLES[family], table))
-    table, configs = vision_table(runs)
-    if not table.empty:
-        print(write_table(out, "vision", TITLES["vision"], table, configs))
-        vision_plot(table, out / "vision_params_vs_accuracy.png")
-    glue = glue_runs(runs)
-    for which in ("best", "last") if not glue.empty else ():
-        table, configs = aggregate(glue, which)
-        if which == "best":
-            ran = [c for c in TASK_NAMES.values() if c in table]
-            table = pd.concat([table, paper_rows("glue", set(table["model"]), TASK_NAMES)], ignore_index=True)
-            # the paper's average over the tasks these runs cover, so that the avg column compares like with like
-            table["avg"] = table["avg"].fillna(table[ran].mean(axis=1))
-        md = write_table(out, f"glue_{which}", TITLES["glue"].format(which=which), table, configs)
-        write_atomic(out / f"glue_{which}_configs.csv", configs.to_csv(index=False))
-        if which == "best":
+    for family in sorted({r.family for r in runs}):
+        for md in family_tables(family, [r for r in runs if r.family == family], out):
             print(md)
-            plot(table, out / "params_vs_score.png")
-    print(f"tables and plot written to {out}")
+    print(f"tables and plots written to {out}")
     return 0
 
 

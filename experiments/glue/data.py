@@ -2,43 +2,15 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from datasets import Dataset, DatasetDict, load_dataset
 
 from ..shared.sources import resolve_source
 
-
-@dataclass(frozen=True)
-class GlueTask:
-    name: str          # hub config name
-    folder: str        # folder in the original layout
-    text_keys: tuple   # columns fed to the tokenizer
-    num_labels: int    # 1 = regression
-    metrics: tuple     # first one picks the best epoch
-    header: bool = True
-    columns: Optional[tuple] = None  # tsv column indices of (texts..., label)
-    label_names: Optional[tuple] = None
-
-
-TASKS = {
-    "sst2": GlueTask("sst2", "SST-2", ("sentence",), 2, ("accuracy",), columns=(0, 1)),
-    "mrpc": GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), 2, ("accuracy", "f1"), columns=(3, 4, 0)),
-    "cola": GlueTask("cola", "CoLA", ("sentence",), 2, ("matthews",), header=False, columns=(3, 1)),
-    "qnli": GlueTask("qnli", "QNLI", ("question", "sentence"), 2, ("accuracy",), columns=(1, 2, 3),
-                     label_names=("entailment", "not_entailment")),
-    "rte": GlueTask("rte", "RTE", ("sentence1", "sentence2"), 2, ("accuracy",), columns=(1, 2, 3),
-                    label_names=("entailment", "not_entailment")),
-    "stsb": GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), 1, ("pearson", "spearman"), columns=(7, 8, 9)),
-}
-
-
-def get_task(name: str) -> GlueTask:
-    if name not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; accepted: {', '.join(TASKS)}")
-    return TASKS[name]
+if TYPE_CHECKING:
+    from .family import GlueTask
 
 
 def read_tsv(path: Path, task: GlueTask) -> Dataset:
@@ -102,16 +74,14 @@ def load_local(task: GlueTask, folder: Path) -> DatasetDict:
     return DatasetDict(splits)
 
 
-def load_glue(name: str, glue_dir: Optional[str], fallback_dirs=()) -> tuple[DatasetDict, str]:
+def load_glue(task: GlueTask, glue_dir: Optional[str], fallback_dirs=()) -> tuple[DatasetDict, str]:
     """(train/validation splits, where they came from): glue_dir when set, else the hub, else a fallback."""
-    task = get_task(name)
-
     def hub() -> DatasetDict:
-        data = load_dataset("nyu-mll/glue", task.name)
+        data = load_dataset(task.hub_id, task.name)
         return DatasetDict({"train": data["train"], "validation": data["validation"]})
 
     return resolve_source(
         f"GLUE {task.name}", setting="data.glue_dir", env="FOURIERFT_GLUE_DIR",
         expects="a folder in the original GLUE tsv layout (SST-2/train.tsv, ...)", configured=glue_dir,
-        configured_kind="folder", local=lambda folder: load_local(task, folder), hub=hub, hub_id="nyu-mll/glue",
+        configured_kind="folder", local=lambda folder: load_local(task, folder), hub=hub, hub_id=task.hub_id,
         fallbacks=fallback_dirs, usable=lambda folder: (folder / task.folder).is_dir())

@@ -50,13 +50,32 @@ def judge_messages(prompts: dict, question: dict, answers: list[str], turn: int,
             {"role": "user", "content": prompt["prompt_template"].format(**fields)}]
 
 
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OpenAIJudge:
     """Chat completions at base_url (OpenAI, vLLM, llama.cpp server, ...), temperature 0 as FastChat."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
-                 max_tokens: int = 2048, retries: int = 5, backoff: float = 2.0):
+                 max_tokens: int = 2048, retries: int = 5, backoff: float = 2.0, allow_insecure_http: bool = False):
         if not base_url or not model:
             raise ValueError("judge=openai needs judge.base_url and judge.model (or OPENAI_BASE_URL / JUDGE_MODEL)")
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"judge.base_url={base_url!r} is not an http(s) URL (e.g. https://api.openai.com/v1)")
+        if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
+            raise ValueError(f"judge.base_url={base_url!r} is plain http to another machine: the API key and the "
+                             "answers would cross the network unencrypted. Use https, a loopback address, or set "
+                             "judge.allow_insecure_http=true if that network is yours")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.timeout, self.max_tokens = model, timeout, max_tokens
         self.retries, self.backoff = retries, backoff

@@ -1,5 +1,5 @@
 """Pretrained (or, for tests, random) backbones and their tokenizers, one class per source. A model config
-(conf/model/*.yaml) names its class with `_target_`; recipes call `load(auto_class, ...)` on the instance, or
+(conf/model/*.yaml) names its class with `_target_`; families call `load(auto_class, ...)` on the instance, or
 `load_images(num_labels, ...)` for image classifiers (the model and its preprocessing statistics)."""
 from __future__ import annotations
 

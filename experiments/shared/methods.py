@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 import fourierft as ff
+from fourierft.targets import is_within
+
+from .validate import fraction, int_at_least, nonzero, number_above, number_at_least, optional
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +25,14 @@ log = logging.getLogger(__name__)
 def in_head(pname: str, head: list) -> bool:
     """Is this (possibly PEFT-prefixed) parameter part of the task head?"""
     pname = pname.removeprefix("base_model.model.")
-    return any(ff.is_within(pname, h) for h in head)
+    return any(is_within(pname, h) for h in head)
 
 
 class Method:
-    """Base class: a name, the two learning rates and weight decay; `apply` decides what trains."""
+    """Base class: a name, the two learning rates and weight decay; `apply` decides what trains. `settings`: the
+    rules of this class's arguments (with its bases'), checked before anything loads."""
+
+    settings = {"lr": number_above(0), "head_lr": number_above(0), "weight_decay": number_at_least(0)}
 
     def __init__(self, name: str, lr: float, head_lr: float, weight_decay: float = 0.0):
         self.name, self.lr, self.head_lr, self.weight_decay = name, lr, head_lr, weight_decay
@@ -66,6 +72,9 @@ class Method:
 
 class FourierFT(Method):
     """This library's FourierFT (fourierft.apply_fourierft)."""
+
+    settings = {"n": int_at_least(1), "scaling": nonzero(), "entry_seed": int_at_least(0),
+                "fc": optional(number_at_least(0)), "bandwidth": number_above(0)}
 
     def __init__(self, name: str, lr: float, head_lr: float, n: int, scaling: float, weight_decay: float = 0.0,
                  entry_seed: int = 2024, fc: Optional[float] = None, bandwidth: float = 200.0, init: str = "normal",
@@ -118,6 +127,8 @@ class PeftMethod(Method):
 class FourierFTPeft(PeftMethod):
     """PEFT's FourierFT with the same hyperparameters as ours, to cross-check."""
 
+    settings = {"n": int_at_least(1), "scaling": nonzero(), "entry_seed": int_at_least(0)}
+
     def __init__(self, name, lr, head_lr, n: int, scaling: float, weight_decay=0.0, entry_seed: int = 2024):
         super().__init__(name, lr, head_lr, weight_decay)
         self.n, self.scaling, self.entry_seed = n, scaling, entry_seed
@@ -134,6 +145,8 @@ class FourierFTPeft(PeftMethod):
 
 
 class LoRA(PeftMethod):
+    settings = {"r": int_at_least(1), "alpha": number_above(0), "dropout": fraction()}
+
     def __init__(self, name, lr, head_lr, r: int, alpha: float, dropout: float = 0.0, weight_decay=0.0,
                  target_modules=None):
         super().__init__(name, lr, head_lr, weight_decay, target_modules)
@@ -151,6 +164,8 @@ class LoRA(PeftMethod):
 
 
 class VeRA(PeftMethod):
+    settings = {"r": int_at_least(1), "dropout": fraction()}
+
     def __init__(self, name, lr, head_lr, r: int, dropout: float = 0.0, weight_decay=0.0, target_modules=None):
         super().__init__(name, lr, head_lr, weight_decay, target_modules)
         self.r, self.dropout = r, dropout

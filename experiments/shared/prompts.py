@@ -1,5 +1,5 @@
 """Prompt formats: Stanford Alpaca's template (training and base models' conversations) and conversation
-encoding through a tokenizer's chat template. Used by the instruction recipe and by local judges alike."""
+encoding through a tokenizer's chat template. Used by the instruction family and by local judges alike."""
 from __future__ import annotations
 
 PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "

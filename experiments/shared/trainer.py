@@ -1,15 +1,27 @@
-"""The Trainer every recipe uses: transformers' Trainer with two learning rates, and its precision settings."""
+"""The Trainer every family uses: transformers' Trainer with two learning rates, and the TrainingArguments the runner
+builds from `conf/trainer`."""
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-
 import torch
-from transformers import Trainer
+from omegaconf import DictConfig
+from transformers import Trainer, TrainingArguments
 
 import fourierft as ff
 
-from .faults import fault
+from .hf_compat import quantized_adapters_recognised
+from .identity import RunIdentity
+from .validate import fraction, int_at_least, number_above, optional
+
+# conf/trainer's rules (checked before anything loads)
+SETTINGS = {
+    "epochs": number_above(0), "batch_size": int_at_least(1), "eval_batch_size": int_at_least(1),
+    "grad_accum": int_at_least(1), "max_length": int_at_least(1), "warmup_ratio": fraction(),
+    "max_grad_norm": number_above(0),
+    "max_steps": ((lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v >= 1)),
+                  "-1 (use epochs) or an integer >= 1"),
+    "max_train_samples": optional(int_at_least(1)), "max_eval_samples": optional(int_at_least(1)),
+    "logging_steps": int_at_least(1), "num_workers": int_at_least(0),
+}
 
 
 class TwoRateTrainer(Trainer):
@@ -18,14 +30,10 @@ class TwoRateTrainer(Trainer):
 
     def __init__(self, *args, method=None, head=None, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
-        with adapters_recognised(model):
+        adapted = any(True for _ in ff.fourierft_layers(model))
+        with quantized_adapters_recognised(model, adapted):
             super().__init__(*args, **kwargs)
         self.method, self.head = method, list(head or [])
-
-    def _save_optimizer_and_scheduler(self, output_dir):
-        super()._save_optimizer_and_scheduler(output_dir)
-        if len(list(Path(output_dir).parent.glob("checkpoint-*"))) > 1:
-            fault("checkpoint")  # tests: killed before trainer_state.json, a complete checkpoint beside it
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -33,27 +41,24 @@ class TwoRateTrainer(Trainer):
         return self.optimizer
 
 
-@contextlib.contextmanager
-def adapters_recognised(model):
-    """Trainer refuses a quantized model unless PEFT adapters are attached (`_hf_peft_config_loaded`); FourierFT
-    layers over a 4-bit base are such adapters (they never touch the packed weights), so the flag is raised while
-    Trainer checks, and lowered again so that saving stays a plain save."""
-    adapted = getattr(model, "is_quantized", False) and any(True for _ in ff.fourierft_layers(model))
-    if not adapted or getattr(model, "_hf_peft_config_loaded", False):
-        yield
-        return
-    model._hf_peft_config_loaded = True
-    try:
-        yield
-    finally:
-        model._hf_peft_config_loaded = False
-
-
-def subsample(dataset, limit, seed):
-    """A seeded random subset of `limit` examples (all of them when limit is None)."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(limit))
+def training_arguments(cfg: DictConfig, identity: RunIdentity, method, **overrides) -> TrainingArguments:
+    """conf/trainer as TrainingArguments, with a family's own values (`overrides`: eval_strategy, ...)."""
+    t = cfg.trainer
+    args = dict(
+        output_dir=str(identity.checkpoints), num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum, lr_scheduler_type="linear", learning_rate=method.lr,
+        warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm, save_strategy=t.save_strategy,
+        save_total_limit=1, logging_steps=t.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
+        report_to=list(cfg.logger.report_to), run_name=identity.run_name,
+        disable_tqdm=not t.progress_bar, dataloader_num_workers=t.num_workers,
+        # CPU processes under torchrun train as one (gloo DDP) only with use_cpu; else each trains alone
+        use_cpu=t.use_cpu or (identity.world_size > 1 and not torch.cuda.is_available()),
+        logging_nan_inf_filter=False,  # a NaN loss must reach RunGuard, not be averaged away
+        ddp_find_unused_parameters=False,  # every trainable parameter is used in each step
+        **mixed_precision(t.precision))
+    args.update(overrides)
+    return TrainingArguments(**args)
 
 
 def mixed_precision(setting: str) -> dict:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import gzip
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 
 from ..shared.sources import resolve_source
+
+if TYPE_CHECKING:
+    from .family import VisionTask
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VALIDATION_NAMES = ("validation", "val")
@@ -22,63 +24,28 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-@dataclass(frozen=True)
-class VisionDataset:
-    """One dataset: where the hub has it (one (id, split) per split it has) and how many classes it holds."""
-
-    name: str
-    num_classes: int
-    hub: dict  # split -> (hub id, split name); a dataset without "test" is cut from its train split
-    test_fraction: float = 0.0  # DTD ships one split: this share becomes test
-    fallback_dirs: tuple = ()
-
-
-DATASETS = {d.name: d for d in [
-    VisionDataset("pets", 37, {"train": ("timm/oxford-iiit-pet", "train"), "test": ("timm/oxford-iiit-pet", "test")}),
-    VisionDataset("cars", 196, {"train": ("Multimodal-Fatima/StanfordCars_train", "train"),
-                                "test": ("Multimodal-Fatima/StanfordCars_test", "test")}),
-    VisionDataset("cifar10", 10, {"train": ("Multimodal-Fatima/CIFAR10_train", "train"),
-                                  "test": ("Multimodal-Fatima/CIFAR10_test", "test")}),
-    VisionDataset("dtd", 47, {"train": ("cansa/Describable-Textures-Dataset-DTD", "train")}, test_fraction=0.2),
-    VisionDataset("eurosat", 10, {s: ("timm/eurosat-rgb", s) for s in ("train", "validation", "test")}),
-    VisionDataset("fgvc", 100, {"train": ("Multimodal-Fatima/FGVC_Aircraft_train", "train"),
-                                "test": ("Multimodal-Fatima/FGVC_Aircraft_test", "test")}),
-    VisionDataset("resisc45", 45, {s: ("timm/resisc45", s) for s in ("train", "validation", "test")}),
-    VisionDataset("cifar100", 100, {"train": ("Multimodal-Fatima/CIFAR100_train", "train"),
-                                    "test": ("Multimodal-Fatima/CIFAR100_test", "test")}),
-    VisionDataset("fashion_mnist", 10, {s: ("zalando-datasets/fashion_mnist", s) for s in ("train", "test")},
-                  fallback_dirs=("/usr/share/datasets/fashion-mnist",)),
-]}
-
-
-def get_dataset(name: str) -> VisionDataset:
-    if name not in DATASETS:
-        raise ValueError(f"unknown vision dataset {name!r}; known: {', '.join(DATASETS)} "
-                         "(or any local folder with data.image_dir and task.name of your choice)")
-    return DATASETS[name]
-
-
-def load_vision(name: str, image_dir: Optional[str], validation_fraction: float, seed: int) -> tuple[DatasetDict, str]:
+def load_vision(task: VisionTask, image_dir: Optional[str], validation_fraction: float,
+                seed: int) -> tuple[DatasetDict, str]:
     """(train / validation / test, where they came from). Where a source has no validation split,
     `validation_fraction` of train becomes one, drawn with `seed` (the reference code's split was unseeded)."""
-    if name is None and not image_dir:
-        raise ValueError("task=image_folder reads your own images: set data.image_dir=<dir> (or FOURIERFT_IMAGE_DIR) "
+    if not task.hub and not image_dir:
+        raise ValueError(f"task={task.name} reads your own images: set data.image_dir=<dir> (or FOURIERFT_IMAGE_DIR) "
                          "to a folder with train/<class>/<image> and test/<class>/<image>")
-    spec = DATASETS.get(name) if image_dir else get_dataset(name)
+    spec = task if task.hub else None
     splits, source = resolve_source(
-        f"vision dataset {name}", setting="data.image_dir", env="FOURIERFT_IMAGE_DIR",
+        f"vision dataset {task.name}", setting="data.image_dir", env="FOURIERFT_IMAGE_DIR",
         expects="a folder with train/ and test/ (and optionally validation/), one sub-folder of images per class",
         configured=image_dir, configured_kind="folder", local=read_local,
         hub=(lambda: read_hub(spec)) if spec else None, hub_id=str(spec.hub) if spec else "",
-        fallbacks=spec.fallback_dirs if spec else ())
+        fallbacks=task.fallback_dirs)
     if "test" not in splits:
-        splits["train"], splits["test"] = _cut(splits.pop("train"), spec.test_fraction, seed)
+        splits["train"], splits["test"] = _cut(splits.pop("train"), task.test_fraction, seed)
     if "validation" not in splits:
         splits["train"], splits["validation"] = _cut(splits["train"], validation_fraction, seed)
-    if spec and not image_dir and isinstance(splits["train"].features["label"], ClassLabel):
+    if task.num_classes and not image_dir and isinstance(splits["train"].features["label"], ClassLabel):
         classes = splits["train"].features["label"].num_classes
-        if classes != spec.num_classes:
-            raise ValueError(f"{name} from {source} has {classes} classes, expected {spec.num_classes}")
+        if classes != task.num_classes:
+            raise ValueError(f"{task.name} from {source} has {classes} classes, expected {task.num_classes}")
     return DatasetDict({s: splits[s] for s in ("train", "validation", "test")}), source
 
 
@@ -89,7 +56,7 @@ def _cut(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     return cut["train"], cut["test"]
 
 
-def read_hub(spec: VisionDataset) -> dict:
+def read_hub(spec: VisionTask) -> dict:
     """The hub's splits with columns renamed to image / label."""
     out = {}
     for split, (hub_id, hub_split) in spec.hub.items():

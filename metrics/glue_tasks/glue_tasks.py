@@ -2,14 +2,15 @@
 `evaluate` metric that loads from this folder: evaluate.load("<checkout>/metrics/glue_tasks", "mrpc").
 
 The hub's `glue` metric is the same arithmetic on a 0-1 scale but needs the hub to load; this one computes exactly
-what the results JSONs hold (experiments/glue/recipe.py compute_metrics), from logits or regression outputs.
+what the results JSONs hold (experiments/glue/metrics.py compute_metrics), from logits or regression outputs.
 """
 import datasets
 import evaluate
 import numpy as np
 
-from experiments.glue.data import TASKS, get_task
-from experiments.glue.recipe import compute_metrics
+from experiments.glue.family import GlueTask
+from experiments.glue.metrics import compute_metrics
+from experiments.shared.tasks import load_task
 
 _DESCRIPTION = __doc__
 _KWARGS_DESCRIPTION = """
@@ -24,9 +25,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class GlueTasks(evaluate.Metric):
     def _info(self):
-        if self.config_name not in TASKS:
-            raise KeyError(f"unknown GLUE task {self.config_name!r}; accepted: {', '.join(TASKS)}")
-        regression = get_task(self.config_name).num_labels == 1
+        regression = glue_task(self.config_name).num_labels == 1
         value = datasets.Value("float32")
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation="", inputs_description=_KWARGS_DESCRIPTION,
@@ -34,4 +33,12 @@ class GlueTasks(evaluate.Metric):
                                         "references": value if regression else datasets.Value("int64")}))
 
     def _compute(self, predictions, references):
-        return compute_metrics(get_task(self.config_name), np.asarray(predictions), np.asarray(references))
+        return compute_metrics(glue_task(self.config_name), np.asarray(predictions), np.asarray(references))
+
+
+def glue_task(name: str) -> GlueTask:
+    """The GLUE task conf/task/<name>.yaml defines; another task (or family) is an error."""
+    task = load_task(name)
+    if not isinstance(task, GlueTask):
+        raise KeyError(f"task {name!r} is not a GLUE task (conf/task/{name}.yaml defines a {type(task).__name__})")
+    return task

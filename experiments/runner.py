@@ -1,0 +1,128 @@
+"""The one run skeleton every family shares: identity, lock, seed, method and backbone, the family's data and head,
+the Trainer with resume, the family's evaluation, the adapter, and one typed result. Returns the run's SELECTION
+metric (validation or dev, never test) to Hydra, negated when it is to be minimised: Hydra's sweepers maximise."""
+from __future__ import annotations
+
+import logging
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from transformers import set_seed
+
+from .shared.checkpoints import Checkpoints
+from .shared.family import Family, TaskDefinition
+from .shared.identity import RunIdentity
+from .shared.lock import run_lock
+from .shared.methods import adapt
+from .shared.provenance import git_commit
+from .shared.results import ResultStore, RunResult, environment, peak_memory_mb, redact
+from .shared.trainer import SETTINGS as TRAINER_SETTINGS
+from .shared.trainer import TwoRateTrainer, training_arguments
+from .shared.validate import int_at_least, settings_of, validate
+
+log = logging.getLogger(__name__)
+
+
+def task_definition(cfg: DictConfig) -> TaskDefinition:
+    """The task's definition (conf/task/<name>.yaml, `definition:`), built and checked by its class."""
+    if "definition" not in cfg.task:
+        raise ValueError(f"task {cfg.task.get('name')!r} has no `definition:` naming its TaskDefinition class "
+                         "(conf/task/<name>.yaml)")
+    try:
+        task = instantiate(cfg.task.definition, _convert_="all")
+    except InstantiationException as e:  # the definition's own message (a bad name, a missing split), not Hydra's
+        raise (e.__cause__ or e) from None
+    if not isinstance(task, TaskDefinition):
+        raise TypeError(f"task.definition._target_ builds a {type(task).__name__}, not a TaskDefinition")
+    return task
+
+
+def build_family(cfg: DictConfig) -> Family:
+    task = task_definition(cfg)
+    return task.family(cfg, task)
+
+
+def check_settings(cfg: DictConfig, family: Family) -> None:
+    """Every setting against the rules its owner declares: the method's class, the trainer, the family."""
+    validate(cfg, {"": {"seed": int_at_least(0)}, "trainer": TRAINER_SETTINGS,
+                   "method": settings_of(get_class(cfg.method._target_)), "task": settings_of(type(family))})
+
+
+def run(cfg: DictConfig) -> float:
+    family = build_family(cfg)
+    check_settings(cfg, family)
+    identity = RunIdentity.of(cfg, family.name, family.task.name)
+    commit = git_commit()  # the code this run started with, even if the tree changes while it runs
+    if cfg.get("require_clean_tree") and (commit.endswith("-dirty") or commit == "unknown"):
+        raise RuntimeError(f"require_clean_tree=true but the code is {commit}: commit your changes first, so that "
+                           "these results name the code that made them")
+    store = ResultStore(identity)
+    stored = None if cfg.overwrite else store.read()
+    if stored is not None and not family.unfinished(stored):
+        log.info("already done: %s (overwrite=true to run again)", store.file)
+        return objective(stored)
+    family.check()
+    if not identity.writer:
+        return train_and_evaluate(cfg, family, identity, commit, None)  # rank 0 claims, tidies and writes
+    with run_lock(store.file.with_suffix(".lock"), str(store.file)):
+        store.remove_stale_temporaries()
+        if stored is not None:  # finished, but this configuration takes it further (judging a judge=none run)
+            result = family.finish(stored, identity.artifacts)
+        else:
+            result = store.read_pending() if not cfg.overwrite else None
+            if result is None:
+                result = train_and_evaluate(cfg, family, identity, commit, store)
+            else:
+                log.info("trained and evaluated already (%s): finishing only", store.pending_file)
+            result = family.finish(result, identity.artifacts)
+        store.write(result)
+    log.info("%s %s %s %s seed %d: %s=%.4g -> %s", family.name, identity.model, identity.task, identity.method,
+             identity.seed, result["selection"]["metric"], result["selection"]["value"], store.file)
+    return objective(result)
+
+
+def objective(result: dict) -> float:
+    selection = result["selection"]
+    return selection["value"] if selection["mode"] == "max" else -selection["value"]
+
+
+def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, commit: str, store):
+    """Train and evaluate; the result as a dict, stored as pending by the writer (`store`), or NaN on other ranks."""
+    checkpoints = Checkpoints(identity.checkpoints, tidy=identity.writer)
+    if cfg.overwrite:
+        checkpoints.restart()  # overwrite means train again, not resume
+    else:
+        checkpoints.read_earlier_time()
+    set_seed(cfg.seed)
+    method, backbone = instantiate(cfg.method, _convert_="all"), instantiate(cfg.model, _convert_="all")
+    backbone.check()  # a backbone that cannot be had (offline, no local copy) stops here, before any data loads
+    data, source = family.load_data()
+    model, processor = family.load_model(backbone)
+    model, counts = adapt(model, method, backbone)
+    log.info("%s on %s/%s: trainable %d of %d", method.name, backbone.name, identity.task, counts["trainable"],
+             counts["total"])
+    prepared = family.prepare(data, model, processor)
+    trainer = TwoRateTrainer(
+        model=model, args=training_arguments(cfg, identity, method, **prepared.training_args),
+        train_dataset=prepared.train, eval_dataset=prepared.eval, method=method, head=backbone.head,
+        data_collator=prepared.collator, compute_metrics=prepared.compute_metrics)
+    checkpoints.train(trainer, identity.world_size, method.lr)
+    if not identity.writer:
+        return float("nan")  # several processes: rank 0 evaluates and writes
+    outcome = family.evaluate(trainer, model, processor, data, identity.artifacts)
+    adapter_bytes = method.save(model, identity.artifacts / "adapter") if cfg.save_adapter else None
+    result = RunResult(
+        family=family.name, task=identity.task, model=identity.model, method=identity.method,
+        variant=counts["variant"], seed=identity.seed, config_id=identity.config_id,
+        trainable_params=counts["trainable"], head_params=counts["head_params"], total_params=counts["total"],
+        adapter_bytes=adapter_bytes, selection=family.selection.as_dict(outcome.selection_value),
+        report=family.report.as_dict(family.task.display_name), world_size=identity.world_size,
+        effective_batch_size=cfg.trainer.batch_size * cfg.trainer.grad_accum * identity.world_size,
+        wall_time_s=checkpoints.elapsed(), peak_memory=peak_memory_mb(), git_commit=commit,
+        git_dirty=commit.endswith("-dirty"), **environment(), config=redact(OmegaConf.to_container(cfg, resolve=True)),
+        outcome={**outcome.fields, **prepared.counts, "data_source": source}).to_json()
+    store.write_pending(result)
+    if not cfg.trainer.keep_checkpoints:
+        checkpoints.remove()
+    return result

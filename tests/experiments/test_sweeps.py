@@ -1,0 +1,70 @@
+"""Committed sweeps: each composes, runs in parallel through the joblib launcher, and the figure script draws from
+their results; Optuna's LR search runs; the SLURM launcher config composes (it cannot run here)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from helpers import GLUE, ROOT
+
+SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
+
+
+TINY = ["model=tiny_bert", "task=rte", "logger=none", f"data.glue_dir={GLUE}", "trainer.max_train_samples=16",
+        "trainer.max_eval_samples=16", "trainer.epochs=1", "trainer.batch_size=8", "trainer.max_length=32",
+        "trainer.progress_bar=false"]
+
+
+def hydra_config(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_composes_with_a_preset(sweep):
+    cfg = hydra_config(f"sweep={sweep}", "experiment=glue/roberta_base/rte")
+    params = cfg.hydra.sweeper.params
+    assert params and "method" in params
+    assert str(cfg.results_dir).startswith("results/sweeps/")  # never into the main tables
+    if sweep.startswith("lr_"):
+        assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+
+
+def test_slurm_launcher_composes():
+    cfg = hydra_config("hydra/launcher=slurm", "experiment=glue/roberta_base/rte")
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def run_sweep(tmp_path, *overrides):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "-m", *TINY, *overrides,
+                           f"results_dir={tmp_path / 'results'}", f"checkpoint_dir={tmp_path / 'ckpt'}",
+                           f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*seed*.json")]
+
+
+@pytest.mark.slow
+def test_basis_sweep_runs_in_parallel_with_two_workers(tmp_path):
+    results = run_sweep(tmp_path, "sweep=basis", "method.n=16", "seed=0,1", "hydra/launcher=joblib",
+                        "hydra.launcher.n_jobs=2")
+    assert len(results) == 6  # three bases x two seeds, one result each, none lost to a collision
+    assert sorted(r["variant"] for r in results) == sorted(
+        ["n=16", "n=16, basis=random", "n=16, basis=orthogonal"] * 2)
+    assert not list((tmp_path / "results").rglob("*.tmp"))
+    out = tmp_path / "figures"
+    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(tmp_path / "results"), "--main",
+                    str(tmp_path / "results"), "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    table = (out / "figures.md").read_text()
+    assert "| tiny_bert | RTE | 16 |" in table and "(2 seeds)" in table
+
+
+@pytest.mark.slow
+def test_optuna_lr_search_runs(tmp_path):
+    results = run_sweep(tmp_path, "sweep=lr_fourierft", "method.n=16", "hydra.sweeper.n_trials=2")
+    assert len(results) == 2 and len({r["config"]["method"]["lr"] for r in results}) == 2
+    for r in results:
+        assert 0.005 <= r["config"]["method"]["lr"] <= 0.5
