@@ -3,6 +3,7 @@ the Trainer with resume, the family's evaluation, the adapter, and one typed res
 metric (validation or dev, never test) to Hydra, negated when it is to be minimised: Hydra's sweepers maximise."""
 from __future__ import annotations
 
+import inspect
 import logging
 
 from hydra.errors import InstantiationException
@@ -36,6 +37,20 @@ def task_definition(cfg: DictConfig) -> TaskDefinition:
     if not isinstance(task, TaskDefinition):
         raise TypeError(f"task.definition._target_ builds a {type(task).__name__}, not a TaskDefinition")
     return task
+
+
+def build(node: DictConfig, group: str):
+    """A method or model object from its config; a setting its class does not take is named with those it does."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            target = get_class(node._target_)
+            accepted = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+            raise ValueError(f"{group}={node.get('name')} ({target.__name__}) takes no {str(cause).split()[-1]}: it "
+                             f"takes {', '.join(accepted)}") from None
+        raise
 
 
 def build_family(cfg: DictConfig) -> Family:
@@ -95,13 +110,13 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     else:
         checkpoints.read_earlier_time()
     set_seed(cfg.seed)
-    method, backbone = instantiate(cfg.method, _convert_="all"), instantiate(cfg.model, _convert_="all")
+    method, backbone = build(cfg.method, "method"), build(cfg.model, "model")
     backbone.check()  # a backbone that cannot be had (offline, no local copy) stops here, before any data loads
     data, source = family.load_data()
     model, processor = family.load_model(backbone)
     model, counts = adapt(model, method, backbone)
-    log.info("%s on %s/%s: trainable %d of %d", method.name, backbone.name, identity.task, counts["trainable"],
-             counts["total"])
+    log.info("%s on %s/%s: trainable %d of %d", method.name, backbone.name, identity.task, counts.trainable,
+             counts.total)
     prepared = family.prepare(data, model, processor)
     trainer = TwoRateTrainer(
         model=model, args=training_arguments(cfg, identity, method, **prepared.training_args),
@@ -114,8 +129,8 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     adapter_bytes = method.save(model, identity.artifacts / "adapter") if cfg.save_adapter else None
     result = RunResult(
         family=family.name, task=identity.task, model=identity.model, method=identity.method,
-        variant=counts["variant"], seed=identity.seed, config_id=identity.config_id,
-        trainable_params=counts["trainable"], head_params=counts["head_params"], total_params=counts["total"],
+        variant=counts.variant, seed=identity.seed, config_id=identity.config_id,
+        trainable_params=counts.trainable, head_params=counts.head, total_params=counts.total,
         adapter_bytes=adapter_bytes, selection=family.selection.as_dict(outcome.selection_value),
         report=family.report.as_dict(family.task.display_name), world_size=identity.world_size,
         effective_batch_size=cfg.trainer.batch_size * cfg.trainer.grad_accum * identity.world_size,

@@ -17,14 +17,21 @@ from omegaconf import DictConfig  # noqa: E402
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def check_presets(argv: list[str]) -> None:
-    """A mistyped experiment= stops here with the available presets (Hydra's own error lists none for nested
-    names), before anything composes or runs."""
+def check_command(argv: list[str]) -> None:
+    """What the command line gets wrong stops here, before anything composes or runs: a mistyped experiment= (with
+    the available presets: Hydra's own error lists none for nested names), a committed sweep without -m (it would
+    write one default run into the sweep's folder), an Optuna search of no trials."""
     available = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
                        for p in (CONF / "experiment").rglob("*.yaml"))
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key.lstrip("+") != "experiment" or not value or value.startswith(("glob(", "choice(", "range(")):
+        key = key.lstrip("+")
+        if key == "sweep" and value not in ("", "null") and not multirun:
+            sys.exit(f"sweep={value} runs several jobs: add -m (python -m experiments.train -m sweep={value} ...)")
+        if key == "hydra.sweeper.n_trials" and not (value.isdigit() and int(value) >= 1):
+            sys.exit(f"hydra.sweeper.n_trials={value} (accepted: an integer >= 1)")
+        if key != "experiment" or not value or value.startswith(("glob(", "choice(", "range(")):
             continue
         for name in value.split(","):
             if name and name != "null" and name not in available:
@@ -45,5 +52,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_presets(sys.argv[1:])
+    check_command(sys.argv[1:])
     main()

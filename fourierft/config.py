@@ -30,8 +30,11 @@ class FourierFTConfig:
         "Seed of the entry draw (paper: 2024). Uniform draws follow PEFT's rule, so adapters move between the two.")})
     target_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": (
         "Modules to adapt: a list of module-name suffixes (\"value\" selects \"...attention.self.value\"), a "
-        "regular expression over the full name, or None to detect the family's query/value projections "
-        "(query/value, q_proj/v_proj, c_attn, qkv).")})
+        "regular expression over the full name, or None to detect the family's query/value projections, the first "
+        "of these that the model has: query/value (BERT, RoBERTa, ELECTRA, transformers-4 ViT), q_proj/v_proj "
+        "(LLaMA, Mistral, Qwen, Gemma, OPT, BART, transformers-5 ViT), query_proj/value_proj (DeBERTa-v2), c_attn "
+        "(GPT-2, fused), qkv (timm ViT, fused), query_key_value (BLOOM, GPT-NeoX, Falcon), Wqkv (MPT), qkv_proj "
+        "(CodeGen), q/v (T5, MPNet), in_proj (DeBERTa).")})
     fc: Optional[float] = field(default=None, metadata={"help": (
         "Favoured central frequency of the frequency bias (Eq. 5), in bins from DC of the centred spectrum; None "
         "draws entries uniformly (PEFT-compatible).")})
@@ -104,9 +107,10 @@ class FourierFTConfig:
         for key, parts in self.fused.items():
             if not parts or not all(isinstance(p, str) for p in parts) or len(set(parts)) != len(parts):
                 raise ValueError(f"FourierFTConfig.fused[{key!r}] must list distinct part names, got {parts!r}")
-            if not set(self.fused_targets) & set(parts):
-                raise ValueError(f"FourierFTConfig.fused_targets={self.fused_targets!r} names no part of "
-                                 f"fused[{key!r}]={parts!r}")
+            unknown = [t for t in self.fused_targets if t not in parts]
+            if unknown or not self.fused_targets:
+                raise ValueError(f"FourierFTConfig.fused_targets={self.fused_targets!r}: {unknown or 'nothing'} is "
+                                 f"not a part of fused[{key!r}]={parts!r}; name parts of it")
         if isinstance(self.basis_seed, bool) or not isinstance(self.basis_seed, int):
             raise ValueError(f"FourierFTConfig.basis_seed must be an integer, got {self.basis_seed!r}")
         choices = (("init", self.init, INITS), ("bias", self.bias, BIASES), ("path", self.path, PATHS),

@@ -134,12 +134,20 @@ def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
     if missing:
         raise ValueError(f"{cfg_file} lacks {', '.join(missing)}: the adapter is corrupted or was not written by "
                          "fourierft.save_adapter")
-    if not isinstance(meta["version"], int) or meta["version"] > VERSION:
-        raise ValueError(f"adapter format version {meta['version']!r} is not one this library reads (<= {VERSION})")
+    version = meta["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+        integer = isinstance(version, int) and not isinstance(version, bool)
+        kind = "" if integer else f" (a JSON {type(version).__name__})"
+        raise ValueError(f"{cfg_file}: adapter format version {version!r}{kind} is not one this library reads (the "
+                         f"integers 1 to {VERSION}); a newer fourierft wrote it, or the file was edited")
     base = meta["base_model"]
     if not (isinstance(base, dict) and isinstance(base.get("class"), str) and isinstance(base.get("layers"), dict)):
         raise ValueError(f"{cfg_file}: base_model must record the model class and its layers, got {base!r}")
-    if "config_sha256" in meta and meta["config_sha256"] != _described_sha256(meta):
+    if "config_sha256" not in meta:  # every version this library reads writes it: its absence is an edit
+        raise ValueError(f"{cfg_file} lacks config_sha256, which save_adapter always writes: the file was edited, and "
+                         "an edited alpha, n or entry seed would load silently wrong, so it is refused; save the "
+                         "adapter again")
+    if meta["config_sha256"] != _described_sha256(meta):
         raise ValueError(f"{cfg_file} was edited after it was saved (its config_sha256 no longer matches): an edited "
                          "alpha, n or entry seed would load silently wrong, so it is refused; save the adapter again")
     digest = _sha256(weights)

@@ -57,6 +57,10 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
     unused = [key for key in config.n_pattern if not any(matches_regex_suffix(name, key) for name in targets)]
     if unused:
         raise ValueError(f"n_pattern keys {unused} match none of the adapted modules: {describe_names(targets)}")
+    if config.fused and not any(is_suffix(name, key) for key in config.fused for name in targets):
+        # one config may name the fused projections of several architectures; naming none of this one's is a typo
+        raise ValueError(f"fused keys {sorted(config.fused)} match none of the adapted modules (misspelt, or not in "
+                         f"target_modules): {describe_names(targets)}")
     for name in targets:
         module = model.get_submodule(name)
         if not isinstance(module, SUPPORTED):
@@ -163,10 +167,18 @@ def set_path(model: nn.Module, path: str) -> nn.Module:
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; FourierFT entries are buffers, not parameters."""
+    """(trainable, total) parameter counts as PEFT counts them; FourierFT entries are buffers, not parameters. A
+    bitsandbytes 4-bit weight stores two values per byte of its storage type, so it counts 2 x (bytes per storage
+    element) per stored element, not one."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(_logical_size(p) for p in model.parameters())
     return trainable, total
+
+
+def _logical_size(p: torch.Tensor) -> int:
+    if type(p).__name__ == "Params4bit":
+        return p.numel() * 2 * p.element_size()
+    return p.numel()
 
 
 def summary(model: nn.Module) -> str:

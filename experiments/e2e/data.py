@@ -19,17 +19,17 @@ def read_csv(path: Path) -> Dataset:
     return Dataset.from_dict({"mr": [r["mr"] for r in rows], "ref": [r["ref"] for r in rows]})
 
 
-def load_e2e(data_dir: Optional[str], fallback_dirs=()) -> tuple[DatasetDict, str]:
+def load_e2e(data_dir: Optional[str], fallback_dirs=(), hub_id: str = "tuetschek/e2e_nlg") -> tuple[DatasetDict, str]:
     """(train/validation/test splits, where they came from): data_dir when set, else the hub, else a fallback."""
     def hub() -> DatasetDict:
-        data = load_dataset("tuetschek/e2e_nlg")
+        data = load_dataset(hub_id)
         names = {"meaning_representation": "mr", "human_reference": "ref"}
         return DatasetDict({split: data[split].rename_columns(names) for split in FILES})
 
     return resolve_source(
         "E2E NLG", setting="data.e2e_dir", env="FOURIERFT_E2E_DIR",
         expects="a folder holding the official trainset.csv, devset.csv and testset_w_refs.csv", configured=data_dir,
-        configured_kind="folder", local=_local, hub=hub, hub_id="tuetschek/e2e_nlg", fallbacks=fallback_dirs,
+        configured_kind="folder", local=_local, hub=hub, hub_id=hub_id, fallbacks=fallback_dirs,
         usable=lambda folder: (folder / FILES["train"]).is_file())
 
 

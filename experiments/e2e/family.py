@@ -21,6 +21,8 @@ SCORES = ("bleu", "nist", "meteor", "rouge_l", "cider")
 
 @dataclass(frozen=True)
 class E2ETask(TaskDefinition):
+    """E2E NLG: the official CSVs, or `hub_id` on the hub."""
+
     hub_id: str = "tuetschek/e2e_nlg"
 
     @property
@@ -58,7 +60,7 @@ class E2E(Family):
     selection = Selection("eval_loss", split="validation", mode="min")
 
     def load_data(self):
-        return load_e2e(self.cfg.data.e2e_dir, self.cfg.data.e2e_fallback_dirs)
+        return load_e2e(self.cfg.data.e2e_dir, self.cfg.data.e2e_fallback_dirs, self.task.hub_id)
 
     def load_model(self, backbone):
         return load_causal_lm(backbone)

@@ -33,11 +33,11 @@ def read_alpaca(path: Path) -> Dataset:
                               for r in records])
 
 
-def load_alpaca(path: Optional[str], fallbacks=()) -> tuple[Dataset, str]:
+def load_alpaca(path: Optional[str], fallbacks=(), hub_id: str = "tatsu-lab/alpaca") -> tuple[Dataset, str]:
     return resolve_source(
         "Alpaca", setting="data.alpaca_file", env="FOURIERFT_ALPACA_FILE",
         expects="a JSON list of {instruction, input, output}", configured=path, configured_kind="file",
-        local=read_alpaca, hub=lambda: load_dataset("tatsu-lab/alpaca", split="train"), hub_id="tatsu-lab/alpaca",
+        local=read_alpaca, hub=lambda: load_dataset(hub_id, split="train"), hub_id=hub_id,
         fallbacks=fallbacks, usable=Path.is_file)
 
 

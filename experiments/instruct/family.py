@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InstructTask(TaskDefinition):
+    """Instruction tuning on Alpaca: a local JSON, or `hub_id` on the hub; the benches come from data.bench_dir."""
+
     hub_id: str = "tatsu-lab/alpaca"
 
     @property
@@ -106,7 +108,7 @@ class Instruct(Family):
         return result.get("judge") is None and self.judge is not None
 
     def load_data(self):
-        return load_alpaca(self.cfg.data.alpaca_file, self.cfg.data.alpaca_fallbacks)
+        return load_alpaca(self.cfg.data.alpaca_file, self.cfg.data.alpaca_fallbacks, self.task.hub_id)
 
     def load_model(self, backbone):
         return load_causal_lm(backbone)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -218,9 +219,19 @@ def init_delta_ratios(model: nn.Module) -> list[float]:
             for _, layer in ff.fourierft_layers(model)]
 
 
-def adapt(model: nn.Module, method: Method, backbone) -> tuple[nn.Module, dict]:
+@dataclass(frozen=True)
+class Counts:
+    """What a method made trainable: trainable and total parameters, the head's share, the method's variant."""
+
+    trainable: int
+    total: int
+    head: int
+    variant: str
+
+
+def adapt(model: nn.Module, method: Method, backbone) -> tuple[nn.Module, Counts]:
     """Apply `method` to `model` on the backbone's targets and head; (model, parameter counts)."""
     model = method.apply(model, backbone)
     trainable, total = ff.trainable_parameters(model)
     head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and in_head(n, backbone.head))
-    return model, {"trainable": trainable, "total": total, "head_params": head, "variant": method.variant}
+    return model, Counts(trainable, total, head, method.variant)

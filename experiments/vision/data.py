@@ -123,6 +123,16 @@ def read_image_folder(root: Path) -> dict:
     classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
     if not classes:
         raise ValueError(f"{split_dirs['train']} has no class folders (expected train/<class>/<image>)")
+    for folder in split_dirs.values():
+        loose = sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        if loose:
+            raise ValueError(f"{folder} holds files outside any class folder ({', '.join(loose[:3])}"
+                             f"{', ...' if len(loose) > 3 else ''}): move each into {folder}/<class>/")
+    empty = [c for c in classes if not any(f.is_file() and not f.name.startswith(".")
+                                           for f in (split_dirs["train"] / c).rglob("*"))]
+    if empty:
+        raise ValueError(f"class folders {empty} under {split_dirs['train']} hold no images: the head would get "
+                         "classes it never sees; remove them or add images")
     features = Features({"image": Image(), "label": ClassLabel(names=classes)})
     out = {}
     for split, folder in split_dirs.items():

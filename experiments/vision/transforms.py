@@ -47,7 +47,7 @@ class ImageTransform:
         self.rng = random
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")  # grey (Fashion-MNIST, some Pets images) and RGBA become three channels
+        image = to_rgb(image)
         if self.train:
             left, top, w, h = random_resized_crop_box(*image.size, self.rng)
             image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
@@ -57,6 +57,15 @@ class ImageTransform:
             image = centre_crop(resize_shorter(image, self.size), self.size)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self.mean) / self.std
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Three 8-bit channels. Grey (Fashion-MNIST, some Pets images) and RGBA convert as PIL converts them; 16-bit grey
+    ("I;16", or "I" holding values above 255) is scaled to 8 bits first, which PIL's own conversion would clip to
+    white instead."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and np.asarray(image).max() > 255):
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def resize_shorter(image: Image.Image, size: int) -> Image.Image:

@@ -1,5 +1,5 @@
-"""Committed sweeps: each composes, runs in parallel through the joblib launcher, and the figure script draws from
-their results; Optuna's LR search runs; the SLURM launcher config composes (it cannot run here)."""
+"""Committed sweeps: each composes, runs in parallel through the joblib launcher; Optuna's LR search runs; the
+SLURM launcher config composes (it cannot run here)."""
 import json
 import os
 import subprocess

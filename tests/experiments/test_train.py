@@ -1,7 +1,6 @@
-"""Bad input, tried as a careless or hostile user would: each ends in a clear error that names the setting, file or
-record, or in a correct result. Core first, then the suite."""
-
+"""The entry point: unknown presets and choices list what exists, command-line mistakes stop before anything runs."""
 import os
+import re
 import subprocess
 import sys
 
@@ -47,3 +46,14 @@ def test_unknown_values_in_code_paths():
     finally:
         del os.environ["HF_HUB_OFFLINE"]
         sources.hub_reachable.cache_clear()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sweep=basis"], "sweep=basis runs several jobs: add -m"),
+    (["-m", "sweep=lr_fourierft", "hydra.sweeper.n_trials=0"], r"hydra.sweeper.n_trials=0 \(accepted: an integer >= 1\)"),
+])
+def test_command_line_mistakes_stop_before_anything_runs(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", *args, f"results_dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert not any(tmp_path.iterdir())

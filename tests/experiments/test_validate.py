@@ -82,3 +82,11 @@ def test_nonsense_method_settings(method, override, named):
     with pytest.raises(ValueError, match="invalid settings") as e:
         make_run(f"method={method}", override)
     assert named in str(e.value)
+
+
+def test_a_setting_the_method_does_not_take_is_named(fast_config):
+    from experiments.runner import run
+
+    cfg = fast_config("model=tiny_bert", "task=rte", "method=lora", "+method.basis=random")
+    with pytest.raises(ValueError, match=r"method=lora \(LoRA\) takes no 'basis': it takes name, lr, head_lr, r, alpha"):
+        run(cfg)

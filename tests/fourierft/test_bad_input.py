@@ -1,5 +1,5 @@
-"""Bad input, tried as a careless or hostile user would: each ends in a clear error that names the setting, file or
-record, or in a correct result. Core first, then the suite."""
+"""Library bad input, tried as a careless or hostile user would: each ends in a clear error that names the setting,
+file or field, or in a correct result."""
 import copy
 import json
 
@@ -127,6 +127,16 @@ def test_edited_config_is_refused(tmp_path):
         ff.load_adapter(build("bert"), tmp_path)
 
 
+def test_an_edit_that_also_deletes_config_sha256_is_refused(tmp_path):
+    ff.save_adapter(trained_bert(), tmp_path)
+    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    meta["config"]["fused"] = {"query": ["q", "k"]}
+    del meta["config_sha256"]
+    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="lacks config_sha256, which save_adapter always writes: the file was edited"):
+        ff.load_adapter(build("bert"), tmp_path)
+
+
 def test_other_checkpoint_is_refused_unless_asked(tmp_path):
     model = trained_bert()
     model.config.name_or_path = "google-bert/bert-base-uncased"
@@ -177,7 +187,9 @@ def test_malformed_adapter_json(tmp_path, content, match):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("version", "one", "adapter format version 'one' is not one this library reads"),
+    ("version", "one", r"adapter format version 'one' \(a JSON str\) is not one this library reads \(the integers"),
+    ("version", 2, "adapter format version 2 is not one this library reads .*a newer fourierft wrote it"),
+    ("version", 0, "adapter format version 0 is not one this library reads"),
     ("base_model", ["BertForSequenceClassification"], "base_model must record the model class and its layers"),
     ("config", {"n": "many"}, r"FourierFTConfig.n must be a positive integer, got 'many'"),
     ("config", {"alpha": 3}, r"unknown FourierFTConfig fields \['alpha'\]"),
@@ -187,7 +199,9 @@ def test_wrongly_typed_adapter_fields(tmp_path, field, value, match):
     ff.save_adapter(trained_bert(), tmp_path)
     meta = json.loads((tmp_path / "adapter_config.json").read_text())
     meta[field] = value
-    del meta["config_sha256"]  # as an older or hand-written file: the field checks must still catch it
+    from fourierft.io import _described_sha256
+
+    meta["config_sha256"] = _described_sha256(meta)  # as a hand-written file: the field checks must still catch it
     (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=match):
         ff.load_adapter(build("bert"), tmp_path)

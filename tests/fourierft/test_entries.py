@@ -1,3 +1,4 @@
+"""Entry draws: uniform draws are PEFT's own (checked against PEFT's layer), the frequency bias follows Eq. 5."""
 import pytest
 import torch
 

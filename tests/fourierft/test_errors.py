@@ -1,3 +1,4 @@
+"""Library errors that name what was wrong and what is accepted: targets, module types, configs, merged saves."""
 import pytest
 import torch
 from torch import nn
@@ -63,3 +64,12 @@ def test_save_requires_unmerged(tmp_path):
         ff.save_adapter(model, tmp_path)
     with pytest.raises(ValueError, match="apply_fourierft"):
         ff.save_adapter(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_help_names_every_detected_family():
+    from fourierft.targets import DEFAULT_TARGETS
+
+    text = ff.FourierFTConfig.help()
+    line = next(line for line in text.splitlines() if line.startswith("target_modules"))
+    for family in DEFAULT_TARGETS:
+        assert "/".join(family) in line, family

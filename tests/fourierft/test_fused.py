@@ -90,7 +90,11 @@ def test_fused_adapter_round_trips_and_peft_export_is_refused(tmp_path):
 
 
 def test_bad_fused_settings_are_named():
-    with pytest.raises(ValueError, match=r"fused_targets=\['x'\] names no part"):
+    with pytest.raises(ValueError, match=r"fused_targets=\['x'\]: \['x'\] is not a part of fused\['c_attn'\]"):
         ff.FourierFTConfig(fused={"c_attn": ["q", "k", "v"]}, fused_targets=["x"])
+    with pytest.raises(ValueError, match=r"fused_targets=\['q', 'z'\]: \['z'\] is not a part"):  # one good letter
+        ff.FourierFTConfig(fused={"c_attn": ["q", "k", "v"]}, fused_targets=["q", "z"])
+    with pytest.raises(ValueError, match=r"fused keys \['c_atn'\] match none of the adapted modules"):
+        ff.apply_fourierft(build("gpt2"), ff.FourierFTConfig(n=5, fused={"c_atn": ["q", "k", "v"]}))
     with pytest.raises(ValueError, match="do not split into the 4 equal parts"):
         ff.apply_fourierft(build("gpt2"), ff.FourierFTConfig(n=5, fused={"c_attn": ["a", "q", "c", "v"]}))

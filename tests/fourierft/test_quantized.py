@@ -1,7 +1,6 @@
 """FourierFT over a bitsandbytes 4-bit (NF4) base, on bitsandbytes' CPU backend: exact against the dense float64
-formula over the dequantized weight, the packed weight never touched, Trainer trains it, merge refused (or
-dequantized when asked), adapters save and load."""
-
+formula over the dequantized weight, the packed weight never touched, merge refused (or dequantized when asked),
+adapters save and load."""
 import pytest
 import torch
 
@@ -67,3 +66,14 @@ def test_merged_path_is_refused_over_a_4bit_base(base_folder):
     model, _ = load_4bit(base_folder)
     with pytest.raises(ValueError, match="path='merged'.*quantized base layer \\(Linear4bit\\)"):
         ff.apply_fourierft(model, ff.FourierFTConfig(n=10, target_modules=["q_proj"], path="merged"))
+
+
+def test_parameter_counts_are_peft_counts_on_a_4bit_base(base_folder):
+    from peft import PeftModel
+
+    model, _ = load_4bit(base_folder)
+    ff.apply_fourierft(model, CONFIG)
+    assert any(type(p).__name__ == "Params4bit" for p in model.parameters())
+    # PEFT's own counter, run on this very model (it reads only named_parameters)
+    assert ff.trainable_parameters(model) == PeftModel.get_nb_trainable_parameters(model)
+    assert ff.trainable_parameters(model)[1] > sum(p.numel() for p in model.parameters())  # not the packed storage

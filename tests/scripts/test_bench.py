@@ -1,5 +1,4 @@
-"""A newcomer's `make demo`: it trains (the committed results are a reference to compare with, never a reason to
-skip), writes outside the tracked tree, and says whether its numbers agree with the reference."""
+"""scripts/bench.py: each method timed in its own processes, the CPU recorded."""
 import json
 import subprocess
 import sys

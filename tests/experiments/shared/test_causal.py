@@ -1,6 +1,4 @@
-"""E2E and instruction-tuning recipes end to end on tiny random decoders; the judge client on loopback."""
-
-
+"""Prompt / target pairs for the decoder families: the Alpaca template, loss on the response only."""
 from experiments.shared.causal import tokenize_pair
 from experiments.shared.prompts import alpaca_prompt
 

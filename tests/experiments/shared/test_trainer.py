@@ -1,6 +1,5 @@
-"""FourierFT over a bitsandbytes 4-bit (NF4) base, on bitsandbytes' CPU backend: exact against the dense float64
-formula over the dequantized weight, the packed weight never touched, Trainer trains it, merge refused (or
-dequantized when asked), adapters save and load."""
+"""The suite's Trainer over a bitsandbytes 4-bit base (CPU backend): it trains FourierFT with the packed weights
+untouched, and still refuses a purely quantized model."""
 from types import SimpleNamespace
 
 import pytest

