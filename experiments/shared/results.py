@@ -68,7 +68,8 @@ class RunResult:
         return self.report.get("display_name", self.task)
 
 
-SECRET = re.compile(r"api_?key|token|secret|password|credential", re.IGNORECASE)
+# a whole key or its last "_" part: api_key, hf_token, access_token, secret, password (not "tokenizer")
+SECRET = re.compile(r"(.*_)?(api_?key|token|secret|password|credentials?)", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
@@ -76,7 +77,7 @@ def redact(config):
     """The config with every value under a secret-looking key (api_key, token, ...) replaced: a results file, a
     table or a shared folder must never carry a key."""
     if isinstance(config, dict):
-        return {k: REDACTED if SECRET.search(str(k)) and v not in (None, "") else redact(v)
+        return {k: REDACTED if SECRET.fullmatch(str(k)) and v not in (None, "") else redact(v)
                 for k, v in config.items()}
     if isinstance(config, list):
         return [redact(v) for v in config]

@@ -215,3 +215,15 @@ def test_wall_time_counts_the_segments_before_a_resume(tmp_path):
     checkpoints.elapsed_file.write_text('{"seconds": 1234.5}')  # what the killed segment recorded at its last save
     checkpoints.read_earlier_time()
     assert 1234.5 <= checkpoints.elapsed() < 1234.5 + 60
+
+
+def test_secrets_are_redacted_and_nothing_else():
+    from experiments.shared.results import redact
+
+    config = {"judge": {"api_key": "sk-1", "apikey": "sk-2", "model": "gpt-4", "base_url": "https://x"},
+              "model": {"tokenizer": {"package": "minilm"}, "hf_token": "hf_1", "max_tokens": 64},
+              "logger": {"access_token": None, "secret": "s", "password": "p", "credentials": "c"}}
+    assert redact(config) == {
+        "judge": {"api_key": "<redacted>", "apikey": "<redacted>", "model": "gpt-4", "base_url": "https://x"},
+        "model": {"tokenizer": {"package": "minilm"}, "hf_token": "<redacted>", "max_tokens": 64},
+        "logger": {"access_token": None, "secret": "<redacted>", "password": "<redacted>", "credentials": "<redacted>"}}

@@ -21,7 +21,7 @@ from helpers import build, inputs
     ({"entry_seed": "x"}, "entry_seed must be an integer"),
     ({"scaling": float("nan")}, "scaling must be a finite number"),
     ({"fused": {"c_attn": []}}, r"fused\['c_attn'\] must list distinct part names"),
-    ({"fused": {"c_attn": ["q", "k"]}, "fused_targets": ["v"]}, r"fused_targets=\['v'\] names no part"),
+    ({"fused": {"c_attn": ["q", "k"]}, "fused_targets": ["v"]}, r"fused_targets=\['v'\]: \['v'\] is not a part of fused"),
 ])
 def test_bad_config_fields_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
