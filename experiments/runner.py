@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from .shared.checkpoints import Checkpoints
-from .shared.family import Family, TaskDefinition
+from .shared.family import Family, Selection, TaskDefinition
 from .shared.identity import RunIdentity
 from .shared.lock import run_lock
 from .shared.methods import adapt
@@ -78,8 +78,9 @@ def run(cfg: DictConfig) -> float:
         log.info("already done: %s (overwrite=true to run again)", store.file)
         return objective(stored)
     family.check()
-    if not identity.writer:
-        return train_and_evaluate(cfg, family, identity, commit, None)  # rank 0 claims, tidies and writes
+    if not identity.writer:  # rank 0 claims, tidies, finishes and writes; the others only train beside it
+        nothing_to_train = stored is not None or (not cfg.overwrite and store.read_pending() is not None)
+        return float("nan") if nothing_to_train else train_and_evaluate(cfg, family, identity, commit, None)
     with run_lock(store.file.with_suffix(".lock"), str(store.file)):
         store.remove_stale_temporaries()
         if stored is not None:  # finished, but this configuration takes it further (judging a judge=none run)
@@ -92,14 +93,17 @@ def run(cfg: DictConfig) -> float:
                 log.info("trained and evaluated already (%s): finishing only", store.pending_file)
             result = family.finish(result, identity.artifacts)
         store.write(result)
-    log.info("%s %s %s %s seed %d: %s=%.4g -> %s", family.name, identity.model, identity.task, identity.method,
+    log.info("%s %s %s %s seed %d: %s=%s -> %s", family.name, identity.model, identity.task, identity.method,
              identity.seed, result["selection"]["metric"], result["selection"]["value"], store.file)
     return objective(result)
 
 
 def objective(result: dict) -> float:
+    """What Hydra maximises for a stored result: its selection value, negated for a loss; NaN where none was made."""
     selection = result["selection"]
-    return selection["value"] if selection["mode"] == "max" else -selection["value"]
+    value = selection["value"]
+    return float("nan") if value is None else Selection(selection["metric"], selection["split"],
+                                                         selection["mode"]).objective(value)
 
 
 def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, commit: str, store):

@@ -120,7 +120,7 @@ class FourierFTConfig:
                 raise ValueError(f"FourierFTConfig.{name}={value!r} is not one of {allowed}")
 
     def to_dict(self) -> dict:
-        """The JSON-ready fields (what adapter_config.json stores)."""
+        """The JSON-ready fields (what fourierft_adapter.json stores)."""
         return asdict(self)
 
     @classmethod

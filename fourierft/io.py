@@ -1,4 +1,5 @@
-"""Adapter files: adapter_config.json + adapter.safetensors, written atomically, checked on load."""
+"""Adapter files: fourierft_adapter.json + adapter.safetensors, written atomically, checked on load. The config file's
+name is our own: PEFT's loaders read adapter_config.json, and a folder of ours never passes for one of theirs."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,8 @@ from .targets import is_within
 
 FORMAT = "fourierft-adapter"
 VERSION = 1
-CONFIG_NAME = "adapter_config.json"
+CONFIG_NAME = "fourierft_adapter.json"
+LEGACY_CONFIG_NAME = "adapter_config.json"  # what format version 1 called it before; still read
 WEIGHTS_NAME = "adapter.safetensors"
 
 
@@ -49,7 +51,7 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_adapter(model: nn.Module, path) -> int:
     """Write the adapter folder: adapter.safetensors (coefficients, entries once per distinct set, modules_to_save)
-    and adapter_config.json (config, base model identity, the weights' sha256).
+    and fourierft_adapter.json (config, base model identity, the weights' sha256).
 
     Args:
         model: a model prepared with apply_fourierft (not merged).
@@ -78,6 +80,9 @@ def save_adapter(model: nn.Module, path) -> int:
             "base_model": base_identity(model), "sha256": digest, "adapter_bytes": size}
     meta["config_sha256"] = _described_sha256(meta)
     write_atomic(path / CONFIG_NAME, json.dumps(meta, indent=2))
+    legacy = path / LEGACY_CONFIG_NAME
+    if legacy.is_file() and _is_ours(legacy):
+        legacy.unlink()  # an older save of ours in the same folder: one config file, not two
     return adapter_bytes(path)
 
 
@@ -99,7 +104,33 @@ def _dedupe_entries(tensors: dict) -> dict:
 
 def adapter_bytes(path) -> int:
     path = Path(path)
-    return sum((path / f).stat().st_size for f in (CONFIG_NAME, WEIGHTS_NAME))
+    return sum((path / f).stat().st_size for f in (_config_file(path).name, WEIGHTS_NAME))
+
+
+def _is_ours(file: Path) -> bool:
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def _config_file(path: Path) -> Path:
+    """The folder's config file: ours, else a version-1 adapter_config.json of ours. A PEFT folder, or none at all, is
+    an error that says which it is and what to use."""
+    if (path / CONFIG_NAME).is_file():
+        return path / CONFIG_NAME
+    legacy = path / LEGACY_CONFIG_NAME
+    if legacy.is_file():
+        try:
+            meta = json.loads(legacy.read_text())
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict) and meta.get("peft_type"):
+            raise ValueError(f"{path} holds a PEFT adapter ({meta['peft_type']}, {LEGACY_CONFIG_NAME}): load it with "
+                             "fourierft.import_peft(model, folder)")
+        return legacy
+    raise FileNotFoundError(f"{path} is not a FourierFT adapter folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
 
 
 def _described_sha256(meta: dict) -> str:
@@ -119,8 +150,8 @@ def _sha256(file: Path) -> str:
 def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Parse and verify an adapter folder: (metadata, tensors with shared entries expanded)."""
     path = Path(path)
-    cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
-    if not cfg_file.is_file() or not weights.is_file():
+    cfg_file, weights = _config_file(path), path / WEIGHTS_NAME
+    if not weights.is_file():
         raise FileNotFoundError(f"{path} is not a FourierFT adapter folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         meta = json.loads(cfg_file.read_text())

@@ -14,11 +14,12 @@ from .files import atomic_path, write_atomic
 from .io import adapter_tensors, base_name_or_path, copy_trained
 from .layer import SUPPORTED, layer_shape
 from .model import apply_fourierft, fourierft_layers, n_for
-from .targets import resolve_targets
+from .targets import find_modules, is_within, resolve_targets
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."
+CLASSIFIER_HEADS = ("classifier", "score")  # the head names PEFT's SEQ_CLS / TOKEN_CLS tasks add to modules_to_save
 
 
 # PEFT's task types by the transformers head class name's ending (AutoPeftModel needs one to pick the class)
@@ -62,10 +63,16 @@ def export_peft(model: nn.Module, path) -> None:
     targets = config.target_modules
     if targets is None:
         targets = sorted({n.rpartition(".")[2] for n in layers})
+    task = task_type(model)
+    modules = list(config.modules_to_save or [])
+    heads = [h for h in CLASSIFIER_HEADS if task in ("SEQ_CLS", "TOKEN_CLS") and find_modules(model, [h])]
+    # PEFT's classifier tasks add the head to modules_to_save and expect its weights in the file: ship the head as it
+    # is (frozen here, so PEFT's output stays ours) rather than a file PEFT cannot load
+    modules += [h for h in heads if h not in modules]
     peft_config = {
-        "peft_type": "FOURIERFT", "task_type": task_type(model), "base_model_name_or_path": base_name_or_path(model),
+        "peft_type": "FOURIERFT", "task_type": task, "base_model_name_or_path": base_name_or_path(model),
         "n_frequency": config.n, "scaling": config.scaling, "random_loc_seed": config.entry_seed,
-        "target_modules": targets, "modules_to_save": config.modules_to_save, "bias": config.bias,
+        "target_modules": targets, "modules_to_save": modules or None, "bias": config.bias,
         "n_frequency_pattern": n_pattern, "init_weights": config.init == "zeros",
         "fan_in_fan_out": any(layer.transposed for layer in layers.values()), "inference_mode": True,
         "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None, "revision": None,
@@ -77,6 +84,9 @@ def export_peft(model: nn.Module, path) -> None:
             tensors[f"{PREFIX}{name}.fourierft_spectrum"] = t
         elif kind == "trained":
             tensors[f"{PREFIX}{name}"] = t
+    for pname, p in model.named_parameters():
+        if any(is_within(pname, m) for h in heads for m in find_modules(model, [h])):
+            tensors.setdefault(f"{PREFIX}{pname}", p.detach().cpu().contiguous())
     _write_atomically(Path(path), peft_config, tensors)
 
 
@@ -99,9 +109,13 @@ def import_peft(model: nn.Module, path) -> nn.Module:
     unsupported = {k: peft_config.get(k) for k in options if peft_config.get(k)}
     if unsupported:
         raise ValueError(f"PEFT options {unsupported} have no counterpart here; re-target the adapter without them")
+    modules = list(dict.fromkeys(peft_config.get("modules_to_save") or []))
+    if peft_config.get("task_type") in ("SEQ_CLS", "TOKEN_CLS"):
+        # PEFT adds every classifier name it knows ("classifier", "score") to modules_to_save, whichever the model has
+        modules = [m for m in modules if m not in CLASSIFIER_HEADS or find_modules(model, [m])]
     config = FourierFTConfig(
         n=peft_config["n_frequency"], scaling=peft_config["scaling"], entry_seed=peft_config["random_loc_seed"],
-        target_modules=peft_config["target_modules"], modules_to_save=peft_config.get("modules_to_save"),
+        target_modules=peft_config["target_modules"], modules_to_save=modules or None,
         bias=peft_config.get("bias", "none"), n_pattern=peft_config.get("n_frequency_pattern") or {},
         init="zeros" if peft_config.get("init_weights") else "normal")
     if config.bias not in ("none", "all"):

@@ -112,27 +112,27 @@ def test_loading_into_a_wrapped_or_merged_model_applies_the_files_settings(tmp_p
 
 
 def rewrite_meta(path, **changes):
-    meta = json.loads((path / "adapter_config.json").read_text())
+    meta = json.loads((path / "fourierft_adapter.json").read_text())
     meta.update(changes)
-    (path / "adapter_config.json").write_text(json.dumps(meta))
+    (path / "fourierft_adapter.json").write_text(json.dumps(meta))
     return meta
 
 
 def test_edited_config_is_refused(tmp_path):
     ff.save_adapter(trained_bert(), tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "fourierft_adapter.json").read_text())
     meta["config"]["scaling"] = 500.0
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    (tmp_path / "fourierft_adapter.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="was edited after it was saved"):
         ff.load_adapter(build("bert"), tmp_path)
 
 
 def test_an_edit_that_also_deletes_config_sha256_is_refused(tmp_path):
     ff.save_adapter(trained_bert(), tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "fourierft_adapter.json").read_text())
     meta["config"]["fused"] = {"query": ["q", "k"]}
     del meta["config_sha256"]
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    (tmp_path / "fourierft_adapter.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="lacks config_sha256, which save_adapter always writes: the file was edited"):
         ff.load_adapter(build("bert"), tmp_path)
 
@@ -181,7 +181,7 @@ def test_nan_coefficients_are_neither_saved_nor_loaded(tmp_path):
 ])
 def test_malformed_adapter_json(tmp_path, content, match):
     ff.save_adapter(trained_bert(), tmp_path)
-    (tmp_path / "adapter_config.json").write_text(content)
+    (tmp_path / "fourierft_adapter.json").write_text(content)
     with pytest.raises(ValueError, match=match):
         ff.load_adapter(build("bert"), tmp_path)
 
@@ -197,12 +197,12 @@ def test_malformed_adapter_json(tmp_path, content, match):
 ])
 def test_wrongly_typed_adapter_fields(tmp_path, field, value, match):
     ff.save_adapter(trained_bert(), tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "fourierft_adapter.json").read_text())
     meta[field] = value
     from fourierft.io import _described_sha256
 
     meta["config_sha256"] = _described_sha256(meta)  # as a hand-written file: the field checks must still catch it
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    (tmp_path / "fourierft_adapter.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=match):
         ff.load_adapter(build("bert"), tmp_path)
 

@@ -74,10 +74,10 @@ def test_truncated_or_corrupted_file_is_refused(tmp_path):
     weights.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(ValueError, match="truncated or corrupted"):
         ff.load_adapter(build("roberta"), tmp_path)
-    (tmp_path / "adapter_config.json").write_text("{not json")
+    (tmp_path / "fourierft_adapter.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         ff.load_adapter(build("roberta"), tmp_path)
-    with pytest.raises(FileNotFoundError, match="needs adapter_config.json"):
+    with pytest.raises(FileNotFoundError, match="needs fourierft_adapter.json"):
         ff.load_adapter(build("roberta"), tmp_path / "missing")
 
 
@@ -139,3 +139,74 @@ def test_written_files_have_ordinary_permissions(tmp_path):
         os.umask(old)
     for file in (tmp_path / "result.json", tmp_path / "adapter" / "adapter.safetensors"):
         assert file.stat().st_mode & 0o777 == 0o644, file  # not mkstemp's 0600
+
+
+def bert_with_head(kind):
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    cls = {"SEQ_CLS": BertForSequenceClassification, "TOKEN_CLS": BertForTokenClassification}[kind]
+    torch.manual_seed(0)
+    return cls(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=40, num_labels=3)).eval()
+
+
+@pytest.mark.parametrize("kind", ["SEQ_CLS", "TOKEN_CLS"])
+def test_classifier_round_trips_with_peft_both_ways(tmp_path, kind):
+    import peft
+
+    auto = {"SEQ_CLS": peft.AutoPeftModelForSequenceClassification,
+            "TOKEN_CLS": peft.AutoPeftModelForTokenClassification}[kind]
+    ids = inputs("bert")
+    # ours -> PEFT: the head was not in modules_to_save (it stayed frozen); PEFT's classifier task still loads it
+    bert_with_head(kind).save_pretrained(tmp_path / "base")
+    model = bert_with_head(kind)
+    model.config.name_or_path = str(tmp_path / "base")
+    ff.apply_fourierft(model, ff.FourierFTConfig(n=12, scaling=40.0))
+    with torch.no_grad():
+        for _, layer in ff.fourierft_layers(model):
+            layer.coefficients.normal_()
+        ours = model(**ids).logits
+    ff.export_peft(model, tmp_path / "out")
+    exported = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert exported["task_type"] == kind and exported["modules_to_save"] == ["classifier"]
+    with torch.no_grad():
+        assert torch.allclose(auto.from_pretrained(tmp_path / "out").eval()(**ids).logits, ours, atol=1e-5)
+    # PEFT -> ours: PEFT trains the head and writes modules_to_save [classifier, score]
+    theirs = peft.get_peft_model(bert_with_head(kind), peft.FourierFTConfig(
+        n_frequency=12, scaling=40.0, target_modules=["query", "value"], task_type=kind, init_weights=False))
+    with torch.no_grad():
+        for p in theirs.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))  # stand-in for training: coefficients and head move
+    theirs.save_pretrained(tmp_path / "in")
+    saved = json.loads((tmp_path / "in" / "adapter_config.json").read_text())
+    assert "score" in saved["modules_to_save"]  # a name this BERT lacks: PEFT lists every classifier name it knows
+    imported = ff.import_peft(bert_with_head(kind), tmp_path / "in")
+    with torch.no_grad():
+        assert torch.allclose(imported(**ids).logits, theirs.eval()(**ids).logits, atol=1e-5)
+
+
+def test_each_format_is_named_by_the_other_loader(tmp_path):
+    from peft import PeftModel
+
+    base, model = trained()
+    ff.save_adapter(model, tmp_path / "ours")
+    assert not (tmp_path / "ours" / "adapter_config.json").exists()  # no PEFT loader takes our folder for its own
+    with pytest.raises(ValueError, match="Can't find 'adapter_config.json'"):
+        PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")
+    ff.export_peft(model, tmp_path / "peft")
+    with pytest.raises(ValueError, match=r"holds a PEFT adapter \(FOURIERFT, adapter_config.json\): load it with "
+                                         r"fourierft.import_peft"):
+        ff.load_adapter(copy.deepcopy(base), tmp_path / "peft")
+
+
+def test_a_folder_saved_before_the_rename_still_loads(tmp_path):
+    base, model = trained()
+    ff.save_adapter(model, tmp_path)
+    (tmp_path / "fourierft_adapter.json").rename(tmp_path / "adapter_config.json")  # as format version 1 wrote it
+    with torch.no_grad():
+        assert torch.equal(ff.load_adapter(copy.deepcopy(base), tmp_path)(**inputs("roberta")).logits,
+                           model(**inputs("roberta")).logits)
+    assert ff.adapter_bytes(tmp_path) == sum(f.stat().st_size for f in tmp_path.iterdir())
+    ff.save_adapter(model, tmp_path)  # saved again: one config file, under the new name
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["adapter.safetensors", "fourierft_adapter.json"]
