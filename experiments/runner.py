@@ -118,6 +118,8 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     backbone.check()  # a backbone that cannot be had (offline, no local copy) stops here, before any data loads
     data, source = family.load_data()
     model, processor = family.load_model(backbone)
+    model_class = type(model).__name__  # what was loaded, before a method wraps it
+    backbone.resolve(model)
     model, counts = adapt(model, method, backbone)
     log.info("%s on %s/%s: trainable %d of %d", method.name, backbone.name, identity.task, counts.trainable,
              counts.total)
@@ -140,7 +142,8 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
         effective_batch_size=cfg.trainer.batch_size * cfg.trainer.grad_accum * identity.world_size,
         wall_time_s=checkpoints.elapsed(), peak_memory=peak_memory_mb(), git_commit=commit,
         git_dirty=commit.endswith("-dirty"), **environment(), config=redact(OmegaConf.to_container(cfg, resolve=True)),
-        outcome={**outcome.fields, **prepared.counts, "data_source": source}).to_json()
+        outcome={**outcome.fields, **prepared.counts, "data_source": source, "model_class": model_class,
+                 "target_modules": backbone.target_modules}).to_json()
     store.write_pending(result)
     if not cfg.trainer.keep_checkpoints:
         checkpoints.remove()

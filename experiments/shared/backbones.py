@@ -20,6 +20,7 @@ from .sources import local_or_hub
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CLASSIFIER_HEADS = ("classifier", "score")  # what a task head is called across transformers' families (as PEFT)
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,24 @@ class ImageStats:
 class Backbone:
     """A model source. Subclasses say where the weights live (`folder`); loading is shared."""
 
-    def __init__(self, name: str, target_modules: list, head: list, fused: Optional[dict] = None):
-        self.name, self.target_modules, self.head = name, list(target_modules), list(head)
+    def __init__(self, name: str, target_modules: Optional[list], head: Optional[list], fused: Optional[dict] = None):
+        # None (null in the config): detected from the loaded model by `resolve`
+        self.name = name
+        self.target_modules = None if target_modules is None else list(target_modules)
+        self.head = None if head is None else list(head)
         # fused projections and their parts ({"c_attn": ["q", "k", "v"]}), for methods that can adapt parts
         self.fused = dict(fused or {})
+
+    def resolve(self, model) -> None:
+        """Fill in what the config left to detection: target_modules (the library's query/value detection, as module
+        name suffixes) and head (the classifier modules the model has, by PEFT's names)."""
+        from fourierft.targets import find_modules, resolve_targets
+
+        if self.target_modules is None:
+            self.target_modules = sorted({name.rpartition(".")[2] for name in resolve_targets(model, None)})
+            log.info("%s: adapting the detected %s", self.name, self.target_modules)
+        if self.head is None:
+            self.head = [h for h in CLASSIFIER_HEADS if find_modules(model, [h])]
 
     def folder(self) -> str:
         raise NotImplementedError

