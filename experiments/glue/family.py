@@ -16,8 +16,7 @@ from ..shared.family import (
     Report,
     Selection,
     TaskDefinition,
-    best_epoch,
-    metric_values,
+    epoch_outcome,
     subsample,
 )
 from .data import load_glue
@@ -99,11 +98,7 @@ class Glue(Family):
                   if "eval_loss" in e]
         if not epochs:
             epochs = [{"epoch": trainer.state.epoch, **self.dev_metrics(trainer.evaluate())}]
-        main = self.task.metrics[0]
-        best = best_epoch(epochs, main)
-        return Outcome(best[main], {
-            "main_metric": main, "epochs": epochs, "best": {"epoch": best["epoch"], "metrics": metric_values(best)},
-            "last": {"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])}})
+        return epoch_outcome(epochs, self.selection, main_metric=self.task.metrics[0])
 
     def dev_metrics(self, logged: dict) -> dict:
         """The task's metrics from a Trainer evaluation record (keys "eval_<metric>")."""

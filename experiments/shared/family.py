@@ -163,6 +163,15 @@ def metric_values(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k != "epoch"}
 
 
+def epoch_outcome(epochs: list[dict], selection: Selection, main_metric: str, **fields) -> Outcome:
+    """The outcome of a family that evaluates every epoch: the epoch best by `selection` (whose value goes to Hydra)
+    and the last one, each with its metrics; `main_metric` is what tables show of them."""
+    best = best_epoch(epochs, selection.metric, selection.mode)
+    return Outcome(best[selection.metric], {
+        "main_metric": main_metric, "epochs": epochs, "best": {"epoch": best["epoch"], "metrics": metric_values(best)},
+        "last": {"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])}, **fields})
+
+
 def subsample(dataset, limit, seed):
     """A seeded random subset of `limit` examples (all of them when limit is None)."""
     if limit is None or limit >= len(dataset):

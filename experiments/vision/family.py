@@ -20,7 +20,7 @@ from ..shared.family import (
     Selection,
     TaskDefinition,
     best_epoch,
-    metric_values,
+    epoch_outcome,
     subsample,
 )
 from ..shared.validate import fraction, int_at_least, optional
@@ -98,12 +98,8 @@ class Vision(Family):
                                 "test_examples": len(evals["test"]), "classes": len(self.labels)})
 
     def evaluate(self, trainer, model, stats, data, artifacts) -> Outcome:
-        epochs = epoch_records(trainer.state.log_history)
-        best = best_on_validation(epochs)
-        return Outcome(best[SELECTION.metric], {
-            "main_metric": "test_accuracy", "selected_by": SELECTION.metric, "epochs": epochs,
-            "best": {"epoch": best["epoch"], "metrics": metric_values(best)},
-            "last": {"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])}, "image_size": self.size})
+        return epoch_outcome(epoch_records(trainer.state.log_history), SELECTION, main_metric="test_accuracy",
+                             selected_by=SELECTION.metric, image_size=self.size)
 
 
 def batch_transform(transform):
