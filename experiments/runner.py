@@ -110,7 +110,7 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     """Train and evaluate; the result as a dict, stored as pending by the writer (`store`), or NaN on other ranks."""
     checkpoints = Checkpoints(identity.checkpoints, tidy=identity.writer)
     if cfg.overwrite:
-        checkpoints.restart()  # overwrite means train again, not resume
+        checkpoints.remove()  # overwrite means train again, not resume
     else:
         checkpoints.read_earlier_time()
     set_seed(cfg.seed)

@@ -27,11 +27,6 @@ class Checkpoints:
         self.started = time.time()
         self.earlier = 0.0  # seconds spent by the segments before a resume
 
-    def restart(self) -> None:
-        """Forget earlier segments: overwrite=true trains again from scratch."""
-        if self.tidy:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
     def read_earlier_time(self) -> None:
         if self.elapsed_file.is_file():
             self.earlier = json.loads(self.elapsed_file.read_text())["seconds"]
@@ -43,6 +38,7 @@ class Checkpoints:
         write_atomic(self.elapsed_file, json.dumps({"seconds": self.elapsed()}))
 
     def remove(self) -> None:
+        """Drop the folder (rank 0): after the result is written, or to train again from scratch (overwrite)."""
         if self.tidy:
             shutil.rmtree(self.folder, ignore_errors=True)
 
