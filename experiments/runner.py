@@ -116,6 +116,7 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     set_seed(cfg.seed)
     method, backbone = build(cfg.method, "method"), build(cfg.model, "model")
     backbone.check()  # a backbone that cannot be had (offline, no local copy) stops here, before any data loads
+    family.check_backbone(backbone)  # and one of the wrong kind for the task (an image model on GLUE)
     data, source = family.load_data()
     model, processor = family.load_model(backbone)
     model_class = type(model).__name__  # what was loaded, before a method wraps it

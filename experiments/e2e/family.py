@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 import torch
-from transformers import DataCollatorForSeq2Seq
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
 from ..shared.backbones import usable_length
 from ..shared.causal import load_causal_lm, tokenize_pair
@@ -58,6 +58,9 @@ class E2E(Family):
                 "decoding.num_beams": int_at_least(1)}
     task: E2ETask
     selection = Selection("eval_loss", split="validation", mode="min")
+
+    def check_backbone(self, backbone):
+        backbone.check_fits(AutoModelForCausalLM, self.task.name, encoders_refused=True)
 
     def load_data(self):
         return load_e2e(self.cfg.data.e2e_dir, self.cfg.data.e2e_fallback_dirs, self.task.hub_id)

@@ -70,6 +70,9 @@ class Glue(Family):
     def selection(self) -> Selection:
         return Selection(self.task.metrics[0], split="validation")  # GLUE's dev set is its validation split
 
+    def check_backbone(self, backbone):
+        backbone.check_fits(AutoModelForSequenceClassification, self.task.name)
+
     def load_data(self):
         return load_glue(self.task, self.cfg.data.glue_dir, self.cfg.data.fallback_dirs)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from hydra.utils import instantiate
-from transformers import DataCollatorForSeq2Seq
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
 from fourierft.files import write_atomic
 
@@ -106,6 +106,9 @@ class Instruct(Family):
 
     def unfinished(self, result):
         return result.get("judge") is None and self.judge is not None
+
+    def check_backbone(self, backbone):
+        backbone.check_fits(AutoModelForCausalLM, self.task.name, encoders_refused=True)
 
     def load_data(self):
         return load_alpaca(self.cfg.data.alpaca_file, self.cfg.data.alpaca_fallbacks, self.task.hub_id)

@@ -60,6 +60,30 @@ class Backbone:
     def check(self) -> None:
         """Raise at once when the weights cannot be had (hub unreachable and no local folder)."""
 
+    def model_config(self):
+        """The transformers config of the model, read without its weights; None where that would cost a build (the
+        cached conversions) or the model is not a transformers one (timm)."""
+        return None
+
+    def check_fits(self, auto_class, task: str, encoders_refused: bool = False) -> None:
+        """Refuse, before any data or weights load, a model that `auto_class` cannot build (an image model on a text
+        task, a text model on images), and with `encoders_refused` an encoder (a masked-LM family) where a decoder
+        is needed."""
+        from transformers import AutoModelForMaskedLM
+
+        from .hf_compat import auto_class_builds
+
+        config = self.model_config()
+        if config is None:
+            return
+        kind = type(config).__name__.removesuffix("Config")
+        if not auto_class_builds(auto_class, config):
+            raise ValueError(f"model {self.name} ({kind}) has no {auto_class.__name__.removeprefix('AutoModelFor')} "
+                             f"form, which task {task} needs: choose a model that does")
+        if encoders_refused and auto_class_builds(AutoModelForMaskedLM, config):
+            raise ValueError(f"model {self.name} ({kind}) is an encoder; task {task} generates text and needs a "
+                             "decoder (GPT-2, LLaMA, SmolLM2, ...)")
+
     def load(self, auto_class, dtype: str = "fp32", **kwargs):
         """(model, tokenizer) of `auto_class` (e.g. AutoModelForSequenceClassification); kwargs go to the
         model's from_pretrained (num_labels, ...)."""
@@ -101,6 +125,9 @@ class HubModel(Backbone):
     def check(self) -> None:
         self.folder()
 
+    def model_config(self):
+        return AutoConfig.from_pretrained(self.folder())
+
     def load(self, auto_class, dtype: str = "fp32", **kwargs):
         if self.load_in_4bit:
             kwargs["quantization_config"] = four_bit_config()
@@ -116,6 +143,9 @@ class PackageModel(Backbone):
 
     def folder(self) -> str:
         return package_model_folder(self.package)
+
+    def model_config(self):
+        return AutoConfig.from_pretrained(self.folder())
 
 
 class SmolLM2(Backbone):
@@ -143,6 +173,9 @@ class RandomModel(Backbone):
                  tokenizer: Optional[str] = None, fused: Optional[dict] = None):
         super().__init__(name, target_modules, head, fused)
         self.model_type, self.config, self.tokenizer = model_type, dict(config), tokenizer
+
+    def model_config(self):
+        return AutoConfig.for_model(self.model_type, **self.config)
 
     def load_images(self, num_labels, labels, dtype="fp32", replace_head=False):
         from transformers import AutoModelForImageClassification

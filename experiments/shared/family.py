@@ -113,8 +113,10 @@ class Family:
         raise NotImplementedError
 
     def check(self) -> None:
-        """Refuse early (before any data or model loads) what this family cannot run: a judge that is not there,
-        a model of the wrong kind for the task."""
+        """Refuse early (before any data or model loads) what this family cannot run: a judge that is not there."""
+
+    def check_backbone(self, backbone) -> None:
+        """Refuse a model of the wrong kind for this family before its weights or the data load."""
 
     def load_data(self) -> tuple[Any, str]:
         """(the splits, where they came from)."""

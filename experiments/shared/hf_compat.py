@@ -1,8 +1,10 @@
 """The private transformers names the suite relies on, in one place, checked against the installed version.
 
-Trainer refuses to fine-tune a quantized model unless PEFT adapters are attached, which it reads off the private
-attribute `_hf_peft_config_loaded`. FourierFT layers over a 4-bit base are such adapters (they never touch the packed
-weights), so the flag is raised while Trainer checks, and lowered again so that saving stays a plain save."""
+- Which model configs an Auto class can build is read off its private `_model_mapping` (transformers asks no public
+  question for it).
+- Trainer refuses to fine-tune a quantized model unless PEFT adapters are attached, which it reads off the private
+  attribute `_hf_peft_config_loaded`. FourierFT layers over a 4-bit base are such adapters (they never touch the
+  packed weights), so the flag is raised while Trainer checks, and lowered again so that saving stays a plain save."""
 from __future__ import annotations
 
 import contextlib
@@ -36,3 +38,12 @@ def quantized_adapters_recognised(model, adapted: bool):
         yield
     finally:
         setattr(model, PEFT_FLAG, False)
+
+
+def auto_class_builds(auto_class, config) -> bool:
+    """Can `auto_class` (AutoModelForCausalLM, ...) build a model from `config`'s class?"""
+    mapping = getattr(auto_class, "_model_mapping", None)
+    if mapping is None:
+        raise RuntimeError(f"{auto_class.__name__} has no _model_mapping in this transformers: "
+                           "experiments/shared/hf_compat.py needs updating")
+    return type(config) in mapping

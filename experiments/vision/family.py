@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from transformers import AutoModelForImageClassification
 
 from ..shared.family import (
     PER_EXAMPLE_LOSS,
@@ -72,6 +73,9 @@ class Vision(Family):
     settings = {"image_size": optional(int_at_least(16)), "validation_fraction": fraction(low_open=True)}
     task: VisionTask
     selection = SELECTION
+
+    def check_backbone(self, backbone):
+        backbone.check_fits(AutoModelForImageClassification, self.task.name)
 
     def load_data(self):
         data, source = load_vision(self.task, self.cfg.data.image_dir, self.cfg.task.validation_fraction,

@@ -90,3 +90,29 @@ def test_a_setting_the_method_does_not_take_is_named(fast_config):
     cfg = fast_config("model=tiny_bert", "task=rte", "method=lora", "+method.basis=random")
     with pytest.raises(ValueError, match=r"method=lora \(LoRA\) takes no 'basis': it takes name, lr, head_lr, r, alpha"):
         run(cfg)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (("task=rte", "model=tiny_vit"), r"model tiny_vit \(ViT\) has no SequenceClassification form, which task rte"),
+    (("task=fashion_mnist", "model=tiny_bert"), r"model tiny_bert \(Bert\) has no ImageClassification form"),
+    (("task=image_folder", "model=tiny_bert", "data.image_dir=/nowhere"), r"has no ImageClassification form"),
+    (("task=e2e", "model=tiny_bert"), r"model tiny_bert \(Bert\) is an encoder; task e2e generates text"),
+    (("task=alpaca", "model=tiny_bert"), r"is an encoder; task alpaca generates text"),
+])
+def test_a_model_of_the_wrong_kind_is_refused_before_anything_loads(fast_config, tmp_path, overrides, message):
+    from experiments import runner
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("data or weights were loaded")
+
+    cfg = fast_config(*overrides)
+    family = runner.build_family(cfg)
+    family.load_data = family.load_model = loaded
+    original = runner.build_family
+    runner.build_family = lambda cfg: family
+    try:
+        with pytest.raises(ValueError, match=message):
+            runner.run(cfg)
+    finally:
+        runner.build_family = original
+    assert not any((tmp_path / "results").rglob("*.lock"))

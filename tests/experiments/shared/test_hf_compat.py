@@ -24,3 +24,12 @@ def test_a_transformers_that_no_longer_reads_the_flag_is_refused(monkeypatch):
     with pytest.raises(RuntimeError, match="no longer reads _hf_peft_config_loaded.*hf_compat.py needs updating"):
         with hf_compat.quantized_adapters_recognised(SimpleNamespace(is_quantized=True), adapted=True):
             pass
+
+
+def test_auto_classes_still_say_what_they_build():
+    from transformers import AutoModelForCausalLM, AutoModelForImageClassification, BertConfig, GPT2Config, ViTConfig
+
+    assert hf_compat.auto_class_builds(AutoModelForCausalLM, GPT2Config())
+    assert not hf_compat.auto_class_builds(AutoModelForCausalLM, ViTConfig())
+    assert hf_compat.auto_class_builds(AutoModelForImageClassification, ViTConfig())
+    assert not hf_compat.auto_class_builds(AutoModelForImageClassification, BertConfig())
