@@ -81,7 +81,10 @@ def run(cfg: DictConfig) -> float:
     if not identity.writer:  # rank 0 claims, tidies, finishes and writes; the others only train beside it
         nothing_to_train = stored is not None or (not cfg.overwrite and store.read_pending() is not None)
         return float("nan") if nothing_to_train else train_and_evaluate(cfg, family, identity, commit, None)
-    with run_lock(store.file.with_suffix(".lock"), str(store.file)):
+    # the checkpoint folder is locked too: two runs that share it (one checkpoint_dir, two results_dir) would resume
+    # from each other's live checkpoints
+    with run_lock(store.file.with_suffix(".lock"), str(store.file)), \
+            run_lock(identity.checkpoints.with_name(identity.checkpoints.name + ".lock"), str(identity.checkpoints)):
         store.remove_stale_temporaries()
         if stored is not None:  # finished, but this configuration takes it further (judging a judge=none run)
             result = family.finish(stored, identity.artifacts)

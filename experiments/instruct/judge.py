@@ -105,7 +105,7 @@ class OpenAIJudge:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     return json.load(response)["choices"][0]["message"]["content"]
             except urllib.error.HTTPError as e:
-                transient = e.code == 429 or e.code >= 500
+                transient = e.code in (429, 500, 502, 503, 504)  # overload and restarts pass; 501 and 4xx do not
                 error = RuntimeError(f"judge endpoint {self.url} answered {e.code}: {e.read()[:300]!r}")
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 transient, error = True, RuntimeError(f"judge endpoint {self.url} failed: {e}")

@@ -227,3 +227,23 @@ def test_secrets_are_redacted_and_nothing_else():
         "judge": {"api_key": "<redacted>", "apikey": "<redacted>", "model": "gpt-4", "base_url": "https://x"},
         "model": {"tokenizer": {"package": "minilm"}, "hf_token": "<redacted>", "max_tokens": 64},
         "logger": {"access_token": None, "secret": "<redacted>", "password": "<redacted>", "credentials": "<redacted>"}}
+
+
+def test_two_runs_sharing_a_checkpoint_folder_do_not_both_start(tmp_path):
+    from experiments import runner
+
+    cfg = compose_config("model=tiny_bert", "task=rte", "logger=none", f"results_dir={tmp_path / 'a'}",
+                         f"checkpoint_dir={tmp_path / 'ckpt'}")
+    other = compose_config("model=tiny_bert", "task=rte", "logger=none", f"results_dir={tmp_path / 'b'}",
+                           f"checkpoint_dir={tmp_path / 'ckpt'}")
+    held = RunIdentity.of(other, "glue", "rte").checkpoints
+    code = ("import time; from pathlib import Path; from experiments.shared.lock import run_lock\n"
+            f"with run_lock(Path({str(held) + '.lock'!r}), 'x'):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # the first run (results_dir a) is training
+        with pytest.raises(RuntimeError, match=rf"already in progress \(process {holder.pid} .*it writes .*ckpt"):
+            runner.run(cfg)  # the second (results_dir b) would adopt its checkpoints
+    finally:
+        holder.kill()
+        holder.wait()

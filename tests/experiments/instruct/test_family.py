@@ -21,9 +21,9 @@ class _Judge(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Judge.requests.append((self.headers.get("Authorization"), body))
-        if _Judge.failures > 0:  # a transient failure (overload, restart)
+        if _Judge.failures > 0:  # a failure: transient (overload, restart) unless failure_code says otherwise
             _Judge.failures -= 1
-            self.send_response(503)
+            self.send_response(getattr(_Judge, "failure_code", 503))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -225,3 +225,16 @@ def test_plain_http_to_another_machine_is_refused(url, allowed):
             OpenAIJudge(url, "m")
     if url.startswith("http://"):
         OpenAIJudge(url, "m", allow_insecure_http=True)  # the user said so
+
+
+@pytest.mark.parametrize("code,tries", [(501, 1), (404, 1), (503, 3)])
+def test_only_transient_judge_errors_are_retried(judge_server, monkeypatch, code, tries):
+    monkeypatch.setattr(_Judge, "failure_code", code, raising=False)
+    _Judge.failures = 2
+    judge = OpenAIJudge(judge_server, "m", retries=2, backoff=0.01)
+    if tries == 1:
+        with pytest.raises(RuntimeError, match=f"answered {code}"):
+            judge([{"role": "user", "content": "rate"}])
+    else:
+        assert "[[7]]" in judge([{"role": "user", "content": "rate"}])
+    assert len(_Judge.requests) == tries
