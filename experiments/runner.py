@@ -30,17 +30,15 @@ def task_definition(cfg: DictConfig) -> TaskDefinition:
     if "definition" not in cfg.task:
         raise ValueError(f"task {cfg.task.get('name')!r} has no `definition:` naming its TaskDefinition class "
                          "(conf/task/<name>.yaml)")
-    try:
-        task = instantiate(cfg.task.definition, _convert_="all")
-    except InstantiationException as e:  # the definition's own message (a bad name, a missing split), not Hydra's
-        raise (e.__cause__ or e) from None
+    task = build(cfg.task.definition, "task")
     if not isinstance(task, TaskDefinition):
         raise TypeError(f"task.definition._target_ builds a {type(task).__name__}, not a TaskDefinition")
     return task
 
 
 def build(node: DictConfig, group: str):
-    """A method or model object from its config; a setting its class does not take is named with those it does."""
+    """An object from its config (a task definition, a method, a model) with the class's own error rather than
+    Hydra's wrapper; a setting the class does not take is named with those it does."""
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as e:
@@ -50,7 +48,7 @@ def build(node: DictConfig, group: str):
             accepted = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
             raise ValueError(f"{group}={node.get('name')} ({target.__name__}) takes no {str(cause).split()[-1]}: it "
                              f"takes {', '.join(accepted)}") from None
-        raise
+        raise (cause or e) from None
 
 
 def build_family(cfg: DictConfig) -> Family:

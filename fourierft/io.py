@@ -107,12 +107,17 @@ def adapter_bytes(path) -> int:
     return sum((path / f).stat().st_size for f in (_config_file(path).name, WEIGHTS_NAME))
 
 
-def _is_ours(file: Path) -> bool:
+def _json_object(file: Path):
+    """The JSON object a file holds, or None (unreadable, not JSON, not an object)."""
     try:
         meta = json.loads(file.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _is_ours(file: Path) -> bool:
+    return (_json_object(file) or {}).get("format") == FORMAT
 
 
 def _config_file(path: Path) -> Path:
@@ -122,11 +127,8 @@ def _config_file(path: Path) -> Path:
         return path / CONFIG_NAME
     legacy = path / LEGACY_CONFIG_NAME
     if legacy.is_file():
-        try:
-            meta = json.loads(legacy.read_text())
-        except (OSError, ValueError):
-            meta = None
-        if isinstance(meta, dict) and meta.get("peft_type"):
+        meta = _json_object(legacy) or {}
+        if meta.get("peft_type"):
             raise ValueError(f"{path} holds a PEFT adapter ({meta['peft_type']}, {LEGACY_CONFIG_NAME}): load it with "
                              "fourierft.import_peft(model, folder)")
         return legacy

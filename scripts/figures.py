@@ -19,12 +19,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tables import _pyplot as _plt  # noqa: E402
-from tables import epoch_scores, fmt, params_plot, read_results, save_png, selected_table  # noqa: E402
+from tables import display_name, epoch_scores, fmt, params_plot, read_results, save_png, selected_table  # noqa: E402
 
 from fourierft import frequency_bias  # noqa: E402
 from fourierft.files import write_atomic  # noqa: E402
-
-TASK_NAMES: dict[str, str] = {}  # display names of the tasks the sweeps ran, from their results
 
 
 def per_config(runs: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +39,6 @@ def sweep_runs(results: Path) -> pd.DataFrame:
     raw = [r for r in read_results(results, sweeps=True) if r.report["table"] == "selected"]
     if not raw:
         return pd.DataFrame()
-    TASK_NAMES.update({r.task: r.display_name for r in raw})
     runs = epoch_scores(raw, "best")
     method_cfg = [r.config["method"] for r in raw]
     runs["n"] = [m.get("n") for m in method_cfg]
@@ -60,7 +57,7 @@ def task_figure(tasks: list, path: Path, header: list, xlabel: str, draw, log_x:
         lines += draw(ax, task)
         if log_x:
             ax.set_xscale("log")
-        ax.set_title(TASK_NAMES.get(task, task))
+        ax.set_title(display_name(task))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("dev score (best epoch)")
         ax.grid(alpha=0.3)
@@ -112,7 +109,7 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                 ax.annotate(f"{key}={int(c[key])}", (c.params, c.score), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
                 sd = f" ± {fmt(c.sd, 'score')}" if pd.notna(c.sd) else ""
-                lines.append(f"| {TASK_NAMES.get(task, task)} | {method} | {key}={int(c[key])} | "
+                lines.append(f"| {display_name(task)} | {method} | {key}={int(c[key])} | "
                              f"{fmt(c.params, 'params')} | {int(c.seeds)} | {fmt(c.score, 'score')}{sd} |")
         return lines
 
@@ -135,9 +132,9 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
             uniform = rows[(rows.task == task) & (rows.n == n) & rows.fc.isna()]
             if not uniform.empty:
                 ax.axhline(uniform.score.iloc[0], linestyle="--", color="grey", label=f"uniform, n={n}")
-                lines.append(f"| {TASK_NAMES.get(task, task)} | {n} | uniform | {int(uniform.seeds.iloc[0])} | "
+                lines.append(f"| {display_name(task)} | {n} | uniform | {int(uniform.seeds.iloc[0])} | "
                              f"{fmt(uniform.score.iloc[0], 'score')} |")
-            lines += [f"| {TASK_NAMES.get(task, task)} | {n} | {c.fc:g} | {int(c.seeds)} | {fmt(c.score, 'score')} |"
+            lines += [f"| {display_name(task)} | {n} | {c.fc:g} | {int(c.seeds)} | {fmt(c.score, 'score')} |"
                       for _, c in curve.iterrows()]
         return lines
 
@@ -155,7 +152,7 @@ def basis_table(configs: pd.DataFrame) -> str:
         by = {b: g.iloc[0] for b, g in group.groupby(group.basis.fillna("fourier"))}
         cells = [f"{fmt(by[b].score, 'score')} ({int(by[b].seeds)} seeds)" if b in by else "-"
                  for b in ("fourier", "random", "orthogonal")]
-        lines.append(f"| {model} | {TASK_NAMES.get(task, task)} | {int(n)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | {display_name(task)} | {int(n)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

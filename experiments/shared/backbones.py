@@ -61,9 +61,9 @@ class Backbone:
         """Raise at once when the weights cannot be had (hub unreachable and no local folder)."""
 
     def model_config(self):
-        """The transformers config of the model, read without its weights; None where that would cost a build (the
-        cached conversions) or the model is not a transformers one (timm)."""
-        return None
+        """The transformers config of the model, read without its weights (a cached conversion is built here rather
+        than at load); None for a model that is not a transformers one (timm)."""
+        return AutoConfig.from_pretrained(self.folder())
 
     def check_fits(self, auto_class, task: str, encoders_refused: bool = False) -> None:
         """Refuse, before any data or weights load, a model that `auto_class` cannot build (an image model on a text
@@ -125,9 +125,6 @@ class HubModel(Backbone):
     def check(self) -> None:
         self.folder()
 
-    def model_config(self):
-        return AutoConfig.from_pretrained(self.folder())
-
     def load(self, auto_class, dtype: str = "fp32", **kwargs):
         if self.load_in_4bit:
             kwargs["quantization_config"] = four_bit_config()
@@ -143,9 +140,6 @@ class PackageModel(Backbone):
 
     def folder(self) -> str:
         return package_model_folder(self.package)
-
-    def model_config(self):
-        return AutoConfig.from_pretrained(self.folder())
 
 
 class SmolLM2(Backbone):
@@ -215,6 +209,9 @@ class TimmModel(Backbone):
                  checkpoint_file: Optional[str] = None):
         super().__init__(name, target_modules, head, fused)
         self.timm_name, self.checkpoint_file = timm_name, checkpoint_file
+
+    def model_config(self):
+        return None
 
     def check(self) -> None:
         try:

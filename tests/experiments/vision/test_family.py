@@ -44,6 +44,8 @@ def test_tiny_vit_on_a_fashion_mnist_slice(fast_config):
                                                                          "validation, test"),
     ("+task.definition.test_fraction=1.5", r"test_fraction=1.5"),
     ("task.definition.num_classes=0", r"num_classes=0"),
+    ("+task.definition.num_clases=3", r"task=fashion_mnist \(VisionTask\) takes no 'num_clases': it takes name, "
+                                      "display_name, num_classes"),
 ])
 def test_a_typo_in_a_task_definition_is_named(fast_config, override, message):
     cfg = vision_config(fast_config, "task=fashion_mnist", override)
