@@ -1,8 +1,8 @@
 """The E2E NLG Challenge's five scores, computed as its official scorer (measure_scores.py of e2e-metrics) does:
 
 - BLEU: mteval-v13a (ASCII lowercasing, its tokenisation, closest reference length, clipped counts against all
-  references of an instance, the 1/2^k smoothing) via sacrebleu, whose 13a tokenizer and "exp" smoothing are
-  mteval's.
+  references of an instance, the 1/2^k smoothing): sacrebleu's 13a tokenizer counts the n-grams, the score is
+  mteval's bleu_score written out below.
 - NIST: mteval-v13a's NIST-5 written out below from its definition (no package has it with the official scorer's
   brevity penalty: reference length / mean number of non-empty references per instance).
 - METEOR 1.5 (`-l en -norm`, the jar pycocoevalcap ships; Java), ROUGE-L (beta 1.2) and CIDEr-D from pycocoevalcap,
@@ -31,11 +31,39 @@ def group_references(mrs: list[str], refs: list[str]) -> OrderedDict[str, list[s
     return grouped
 
 
+LINE_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines breaks on these besides \r and \n
+
+
+def read_lines(path) -> list[str]:
+    """A text file's lines, stripped. The official scorer reads with Python's codecs, which also break lines at
+    U+2028 and the other Unicode separators: a file holding one is refused (one output would count as two)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise ValueError(f"{path} is not a text file (it holds NUL bytes): the E2E scorer reads UTF-8 text, one "
+                         "line per output or reference")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r}); the E2E scorer "
+                         "reads UTF-8 only: convert it, e.g. `iconv -f latin1 -t utf-8`") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        odd = [c for c in line if c in LINE_BREAKS]
+        if odd:
+            raise ValueError(f"line {number} of {path} holds {', '.join(sorted({f'U+{ord(c):04X}' for c in odd}))}, "
+                             "which the official scorer reads as a line break (one line would count as two): "
+                             "replace it with a space")
+    return [line.strip() for line in lines]
+
+
 def read_references(path) -> list[list[str]]:
-    """The official scorer's reference file: one reference per line, instances separated by a blank line."""
+    """The official scorer's reference file: one reference per line, instances separated by a blank line; a file
+    without blank lines holds one reference per instance (the official single-reference format)."""
     groups: list[list[str]] = [[]]
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for line in read_lines(path):
         if line:
             groups[-1].append(line)
         elif groups[-1]:
@@ -44,12 +72,14 @@ def read_references(path) -> list[list[str]]:
         groups.pop()
     if not groups:
         raise ValueError(f"{path} holds no references (expected one per line, instances separated by blank lines)")
+    if len(groups) == 1:  # as measure_scores.py's load_data does
+        groups = [[ref] for ref in groups[0]]
     return groups
 
 
 def read_outputs(path) -> list[str]:
     """The official scorer's system output file: one output per line (an empty line is an empty output)."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return read_lines(path)
 
 
 def mteval_tokens(text: str) -> list[str]:
@@ -74,7 +104,10 @@ def nist(predictions: list[str], references: list[list[str]]) -> float:
             counts.update(_ngrams(words, NIST_ORDER))
 
     def info(ngram: tuple) -> float:
-        prefix = counts[ngram[:-1]] if len(ngram) > 1 else total_words
+        # mteval-v13a tests the (n-1)-gram prefix as a Perl string, and the string "0" is false there: an n-gram
+        # whose prefix is the single token 0 is weighted against the total word count. Replicated so that the
+        # numbers equal the official scorer's.
+        prefix = counts[ngram[:-1]] if len(ngram) > 1 and ngram[:-1] != ("0",) else total_words
         return math.log2(prefix / counts[ngram])
 
     gained = [0.0] * (NIST_ORDER + 1)
@@ -108,14 +141,34 @@ def _nist_length_penalty(ratio: float) -> float:
 
 def bleu(predictions: list[str], references: list[list[str]]) -> float:
     """Corpus BLEU-4 x100 as mteval-v13a: ASCII-lowercased here (sacrebleu's lowercase would fold non-ASCII
-    letters too), 13a tokens, closest reference length, exp smoothing; missing references are None."""
-    import sacrebleu
+    letters too), 13a tokens, closest reference length; missing references are None. sacrebleu counts the n-grams;
+    the score is mteval's formula (below), which differs from sacrebleu's where an order has no n-grams at all."""
+    from sacrebleu.metrics.bleu import BLEU
 
     most = max(len(group) for group in references)
     streams = [[group[i].translate(ASCII_LOWER) if i < len(group) else None for group in references]
                for i in range(most)]
     hyps = [p.translate(ASCII_LOWER) for p in predictions]
-    return sacrebleu.corpus_bleu(hyps, streams, tokenize="13a", smooth_method="exp", lowercase=False).score
+    stats = BLEU(tokenize="13a", lowercase=False).corpus_score(hyps, streams)
+    return 100 * mteval_bleu(stats.counts, stats.totals, stats.sys_len, stats.ref_len)
+
+
+def mteval_bleu(matches: list[int], totals: list[int], sys_len: int, ref_len: int) -> float:
+    """mteval-v13a's bleu_score: an order with no test n-grams adds nothing (the sum is still divided by 4: a corpus
+    without 4-grams scores above 0, where sacrebleu gives 0); an order with none matched adds log(1 / (2^k total)),
+    k counting such orders."""
+    if sys_len == 0:
+        return 0.0
+    log_sum, smooth = 0.0, 1
+    for matched, total in zip(matches, totals):
+        if total == 0:
+            continue
+        if matched == 0:
+            smooth *= 2
+            log_sum += math.log(1 / (smooth * total))
+        else:
+            log_sum += math.log(matched / total)
+    return math.exp(log_sum / len(totals)) * math.exp(min(0.0, 1 - ref_len / sys_len))
 
 
 def ptb_tokenize(texts: list[str]) -> list[str]:

@@ -58,6 +58,59 @@ def test_edge_cases_as_the_official_scorer(outputs, official):
         assert round(ours[metric], 4) == pytest.approx(value, abs=1e-4), metric
 
 
+# BLEU and NIST printed by the official scorer's Perl mteval-v13a (e2e-metrics' mteval-v13a-sig.pl, fed by its
+# own read_lines / create_mteval_file) on files holding exactly these lines
+OFFICIAL_MTEVAL = [
+    # an n-gram whose prefix is the token "0": mteval weights it against the total word count
+    ("zero", "The Eagle has 0 stars and is near 0 Burger King.\n0 stars for The Eagle near Burger King.\n\n"
+             "Zizzi is a pub with 0 stars.\nThere is a pub called Zizzi, 0 stars.\n",
+     "The Eagle has 0 stars near Burger King.\nZizzi is a pub, 0 stars.\n", 4.5034, 0.7227),
+    # no output has a 4-gram: mteval still scores BLEU above 0 (sacrebleu's own formula gives 0)
+    ("short", "The Eagle is a cheap coffee shop near Burger King.\nCheap coffee shop The Eagle is near Burger King.\n\n"
+              "Zizzi is a pub.\nThere is a pub called Zizzi.\n",
+     "Eagle shop.\nZizzi pub\n", 0.0094, 0.0611),
+    # a references file without blank lines: one reference per instance
+    ("single", "The Eagle is a cheap coffee shop near Burger King.\nZizzi is a pub.\nThe Mill serves 0 French food.\n",
+     "The Eagle is a coffee shop near Burger King.\nZizzi is a pub near the river.\nThe Mill serves French food.\n",
+     3.7084, 0.5833),
+    # an empty output, one without 4-grams, repeated 0 tokens, instances with one and two references
+    ("mixed", "The Eagle is a cheap coffee shop near Burger King.\n\nZizzi is a pub.\nThere is a pub called Zizzi.\n"
+              "\nThe Mill, 0 0 stars.\n",
+     "\nZizzi is a pub\nThe Mill 0 0 stars 0 Mill.\n", 0.8608, 0.1681),
+]
+
+
+@pytest.mark.parametrize("name,refs,outputs,official_nist,official_bleu", OFFICIAL_MTEVAL,
+                         ids=[case[0] for case in OFFICIAL_MTEVAL])
+def test_bleu_and_nist_as_official_mteval(tmp_path, name, refs, outputs, official_nist, official_bleu):
+    from experiments.e2e.metrics import bleu, nist
+
+    (tmp_path / "refs.txt").write_text(refs)
+    (tmp_path / "outs.txt").write_text(outputs)
+    references, predictions = read_references(tmp_path / "refs.txt"), read_outputs(tmp_path / "outs.txt")
+    assert len(references) == len(predictions)
+    assert round(nist(predictions, references), 4) == pytest.approx(official_nist, abs=1e-9)
+    assert round(bleu(predictions, references) / 100, 4) == pytest.approx(official_bleu, abs=1e-9)
+
+
+def test_unreadable_files_are_named(tmp_path):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Caf\u00e9 Rouge\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8.*iconv"):
+        read_outputs(latin)
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\x00\x01\x02 weights")
+    with pytest.raises(ValueError, match=r"model.bin is not a text file"):
+        read_references(binary)
+    separator = tmp_path / "outs.txt"
+    separator.write_text("a pub\nnear the\u2028river\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 2 of .*outs.txt holds U\+2028.*replace it with a space"):
+        read_outputs(separator)
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"a pub\r\n\r\nnear\r\n")
+    assert read_outputs(crlf) == ["a pub", "", "near"]
+
+
 def test_outputs_out_of_step_with_references():
     with pytest.raises(ValueError, match="2 system outputs for 3 reference groups"):
         e2e_scores(["a", "b"], REFS)
