@@ -18,7 +18,7 @@ from torch import nn
 import fourierft as ff
 from fourierft.targets import is_within
 
-from .validate import fraction, int_at_least, nonzero, number_above, number_at_least, optional
+from .validate import fraction, int_at_least, names, nonzero, number_above, number_at_least, optional
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,31 @@ class FourierFTPeft(PeftMethod):
 
 
 class LoRA(PeftMethod):
-    settings = {"r": int_at_least(1), "alpha": number_above(0), "dropout": fraction()}
+    """PEFT's LoRA. `fused_parts` (e.g. [q, v]): on a model with fused projections (GPT-2's c_attn), adapt only
+    these parts, each with its own A and B, as the LoRA paper's MergedLinear did; null adapts the whole fused
+    module (PEFT's way)."""
+
+    settings = {"r": int_at_least(1), "alpha": number_above(0), "dropout": fraction(),
+                "fused_parts": optional(names())}
 
     def __init__(self, name, lr, head_lr, r: int, alpha: float, dropout: float = 0.0, weight_decay=0.0,
-                 target_modules=None):
+                 target_modules=None, fused_parts: Optional[list] = None):
         super().__init__(name, lr, head_lr, weight_decay, target_modules)
         self.r, self.alpha, self.dropout = r, alpha, dropout
+        self.fused_parts = list(fused_parts) if fused_parts else None
+
+    def apply(self, model, backbone):
+        if self.fused_parts and backbone.fused:
+            if self.target_modules is not None:
+                raise ValueError("method.fused_parts adapts parts of the model's fused projections; it cannot be "
+                                 f"combined with method.target_modules={self.target_modules!r}")
+            from .split import split_fused
+
+            targets = split_fused(model, backbone.fused, list(backbone.target_modules), self.fused_parts)
+            import peft
+
+            return peft.get_peft_model(model, self.peft_config(targets, backbone.head))
+        return super().apply(model, backbone)
 
     @property
     def variant(self) -> str:

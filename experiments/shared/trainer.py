@@ -16,7 +16,7 @@ from .validate import fraction, int_at_least, number_above, optional
 SETTINGS = {
     "epochs": number_above(0), "batch_size": int_at_least(1), "eval_batch_size": int_at_least(1),
     "grad_accum": int_at_least(1), "max_length": int_at_least(1), "warmup_ratio": fraction(),
-    "max_grad_norm": number_above(0),
+    "warmup_steps": optional(int_at_least(1)), "max_grad_norm": optional(number_above(0)),
     "max_steps": ((lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v >= 1)),
                   "-1 (use epochs) or an integer >= 1"),
     "max_train_samples": optional(int_at_least(1)), "max_eval_samples": optional(int_at_least(1)),
@@ -48,7 +48,9 @@ def training_arguments(cfg: DictConfig, identity: RunIdentity, method, **overrid
         output_dir=str(identity.checkpoints), num_train_epochs=t.epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.grad_accum, lr_scheduler_type="linear", learning_rate=method.lr,
-        warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm, save_strategy=t.save_strategy,
+        # transformers reads a warmup below 1 as a ratio and from 1 up as steps; null max_grad_norm: no clipping
+        warmup_steps=t.warmup_ratio if t.get("warmup_steps") is None else t.warmup_steps,
+        max_grad_norm=0.0 if t.max_grad_norm is None else t.max_grad_norm, save_strategy=t.save_strategy,
         save_total_limit=1, logging_steps=t.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
         report_to=list(cfg.logger.report_to), run_name=identity.run_name,
         disable_tqdm=not t.progress_bar, dataloader_num_workers=t.num_workers,

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Mapping
 from numbers import Number
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 Rule = tuple[Callable[[object], bool], str]  # (check, what is accepted)
 
@@ -42,6 +42,14 @@ def fraction(low_open: bool = False) -> Rule:
 
 def nonzero() -> Rule:
     return (lambda v: _is_number(v) and v != 0), "a finite non-zero number"
+
+
+def names() -> Rule:
+    """A non-empty list of distinct strings."""
+    def check(v):
+        items = list(v) if isinstance(v, (list, ListConfig)) else None
+        return bool(items) and all(isinstance(i, str) and i for i in items) and len(set(items)) == len(items)
+    return check, "a non-empty list of distinct names, e.g. [q, v]"
 
 
 def optional(rule: Rule) -> Rule:

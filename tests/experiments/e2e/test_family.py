@@ -11,10 +11,12 @@ from helpers import needs_data
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora")])
+@pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora"),
+                                          ("tiny_gpt2", "lora_qv")])
 def test_e2e_runner(tmp_path, generation_config, model, method):
-    cfg = generation_config("task=e2e", f"model={model}", f"method={method}", "task.max_test_mrs=3",
-                 "task.decoding.num_beams=2", "task.decoding.max_new_tokens=6", *(["method.n=40"] if method == "fourierft" else []))
+    extra = {"fourierft": ["method.n=40"], "lora_qv": ["method.fused_parts=[q,v]"]}.get(method, [])
+    cfg = generation_config("task=e2e", f"model={model}", f"method={method.removesuffix('_qv')}", "task.max_test_mrs=3",
+                            "task.decoding.num_beams=2", "task.decoding.max_new_tokens=6", *extra)
     run(cfg)
     result_file = next((tmp_path / "results").rglob("*seed0.json"))
     result = json.loads(result_file.read_text())
@@ -22,9 +24,10 @@ def test_e2e_runner(tmp_path, generation_config, model, method):
     assert result["test_mrs"] == 3 and result["train_examples"] == 16
     predictions = [json.loads(l) for l in open(result_file.with_suffix("") / "predictions.jsonl")]
     assert len(predictions) == 3 and all(len(p["references"]) >= 1 for p in predictions)
-    # GPT-2: the q and v slices of each layer's fused c_attn; LLaMA: q_proj and v_proj
+    # GPT-2: the q and v slices of each layer's fused c_attn; LLaMA: q_proj and v_proj; LoRA on the q and v slices
+    # (A and B per slice) holds as many numbers as LoRA on all of c_attn (A 8 x 32, B 96 x 8)
     expected = {("tiny_gpt2", "fourierft"): 2 * 2 * 40, ("tiny_llama", "fourierft"): 2 * 2 * 40,
-                ("tiny_gpt2", "lora"): 2 * 8 * (32 + 96)}[(model, method)]
+                ("tiny_gpt2", "lora"): 2 * 8 * (32 + 96), ("tiny_gpt2", "lora_qv"): 2 * 2 * 8 * (32 + 32)}[(model, method)]
     assert result["trainable_params"] == expected
 
 

@@ -41,3 +41,22 @@ def test_trainer_still_refuses_a_purely_quantized_model(base_folder, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
     with pytest.raises(ValueError, match="purely quantized"):
         TwoRateTrainer(model=model, args=args, method=SimpleNamespace(), head=[])
+
+
+@pytest.mark.parametrize("overrides,clip,warmup", [
+    ((), 1.0, 60),                                                       # defaults: clip at 1, 6% warmup
+    (("trainer.max_grad_norm=null", "trainer.warmup_steps=500"), 0.0, 500),
+    (("experiment=glue/roberta_base/mrpc",), 0.0, 60),                   # the authors' GLUE loop: no clipping
+    (("experiment=e2e/gpt2_medium", "method=lora"), 0.0, 500),           # the LoRA repository's E2E command
+])
+def test_clipping_and_warmup_reach_the_trainer(tmp_path, overrides, clip, warmup):
+    from experiments.shared.identity import RunIdentity
+    from experiments.shared.trainer import training_arguments
+
+    from helpers import compose_config
+
+    cfg = compose_config(f"results_dir={tmp_path}", *overrides)
+    args = training_arguments(cfg, RunIdentity.of(cfg, "glue", cfg.task.name), SimpleNamespace(lr=0.1))
+    assert args.max_grad_norm == clip and args.get_warmup_steps(1000) == warmup
+    if "experiment=glue/roberta_base/mrpc" in overrides:
+        assert not (args.bf16 or args.fp16)                               # fp32, as the authors' GLUE code
