@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -111,25 +111,52 @@ reproduce-e2e: $(STAMP) java
 	$(PYTHON) scripts/tables.py --results results
 
 # A committed sweep (conf/sweep/): make sweep SWEEP=basis EXPERIMENT=glue/roberta_base/rte SEEDS=0,11111
-# (Figure 4 needs both SWEEP=n_scaling_fourierft and SWEEP=n_scaling_lora). Parallel: OVERRIDES="hydra/launcher=joblib"
+# (Figure 4 on the presets' learning rates needs both SWEEP=n_scaling_fourierft and SWEEP=n_scaling_lora).
+# Parallel: OVERRIDES="hydra/launcher=joblib hydra.launcher.n_jobs=2" (an Optuna search: also hydra.sweeper.n_jobs=2)
 SWEEP ?= basis
 EXPERIMENT ?= glue/roberta_base/rte
 sweep: $(STAMP)
 	$(PYTHON) -m experiments.train -m sweep=$(SWEEP) experiment=$(EXPERIMENT) seed=$(SEEDS) $(OVERRIDES)
 
-figures: $(STAMP)
-	$(PYTHON) scripts/figures.py --results results/sweeps --main results --out results/figures
+# Figure 4 as the paper ran it: an Optuna search over the learning rates per n and per r (GPU + hub).
+FIG4_N ?= 50 100 200 1000 6144 12288
+FIG4_R ?= 1 2 4 6 8 15
+figure4: $(STAMP)
+	for n in $(FIG4_N); do $(PYTHON) -m experiments.train -m sweep=fig4_tuned_fourierft method.n=$$n \
+		experiment=$(EXPERIMENT) $(OVERRIDES) || exit 1; done
+	for r in $(FIG4_R); do $(PYTHON) -m experiments.train -m sweep=fig4_tuned_lora method.r=$$r \
+		experiment=$(EXPERIMENT) $(OVERRIDES) || exit 1; done
 
-# Offline sweeps on MiniLM / STS-B (a few n, r, f_c points and the three bases), then their figures.
+# Figure 1's two panels on the paper's models (GPU + hub; the instruct panel also needs judge=openai's key).
+figure1: $(STAMP)
+	$(PYTHON) -m experiments.train -m sweep=fig1_vit_lora experiment=vit/vit_base/dtd $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_vit_fourierft experiment=vit/vit_base/dtd $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_lora experiment=instruct/llama2_7b $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_fourierft experiment=instruct/llama2_7b $(OVERRIDES)
+
+figures: $(STAMP)
+	$(PYTHON) scripts/figures.py --results results/sweeps --out results/figures
+
+# Offline sweeps on MiniLM / STS-B (a few n, r, f_c points with their uniform run, the three bases), each figure in
+# its own folder as the committed sweeps write them, then their figures.
 DEMO_SWEEP = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=stsb \
-	results_dir=$(DEMO_OUT)/sweeps $(if $(REFERENCE),require_clean_tree=true) $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR))
+	$(if $(REFERENCE),require_clean_tree=true) $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR))
 demo-sweep: $(STAMP)
-	$(DEMO_SWEEP) sweep=n_scaling_fourierft method.n=100,1000,4000 $(OVERRIDES)
-	$(DEMO_SWEEP) sweep=n_scaling_lora method.r=1,8 $(OVERRIDES)
-	$(DEMO_SWEEP) sweep=fc method.fc=0,150 $(OVERRIDES)
-	$(DEMO_SWEEP) sweep=basis '+method.basis=random,orthogonal' $(OVERRIDES)
-	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --main $(DEMO_OUT) --out $(DEMO_OUT)/figures
+	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/fig4 sweep=n_scaling_fourierft method.n=100,1000,4000 $(OVERRIDES)
+	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/fig4 sweep=n_scaling_lora method.r=1,8 $(OVERRIDES)
+	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/fc sweep=fc method.fc=null,0,150 $(OVERRIDES)
+	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/basis sweep=basis $(OVERRIDES)
+	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
 	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps --reference results/demo/sweeps)
+
+# Figure 1's ViT panel offline: the vision demo's backbone and data, LoRA r = 8/16/32 vs FourierFT n = 3000/10000.
+DEMO_FIG1 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/vision \
+	results_dir=$(DEMO_OUT)/sweeps/fig1_vit $(if $(REFERENCE),require_clean_tree=true)
+demo-figure1: $(STAMP) fashion-mnist
+	$(DEMO_FIG1) sweep=fig1_vit_lora $(OVERRIDES)
+	$(DEMO_FIG1) sweep=fig1_vit_fourierft $(OVERRIDES)
+	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig1_vit --reference results/demo/sweeps/fig1_vit)
 
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py

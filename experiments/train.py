@@ -48,7 +48,13 @@ def main(cfg: DictConfig) -> float:
     if cfg.logger.get("wandb_mode"):
         os.environ.setdefault("WANDB_MODE", cfg.logger.wandb_mode)
         os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
-    return run(cfg)
+    try:
+        return run(cfg)
+    except BaseException as e:
+        # into this job's own train.log: under -m Hydra reports only the first failure, the other jobs' logs
+        # must say why they stopped
+        logging.getLogger("experiments.train").error("run failed: %s: %s", type(e).__name__, e, exc_info=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
-"""The paper's figures from sweep results (conf/sweep/): PNGs plus the numbers behind them as markdown.
+"""The paper's figures from sweep results (conf/sweep/): PNGs plus the numbers behind them as markdown. Each figure
+reads only its own sweeps' folder under --results (the folder its sweep configs write to):
 
-- fig1_params_vs_score.png: trainable parameters vs GLUE average, every method (Figure 1)
+- fig1_params_vs_score.png (fig1_instruct/, fig1_vit/): the paper's Figure 1, two panels: instruction tuning
+  (MT-Bench score; paper: LLaMA-2-7B, LoRA r = 32/64/128 vs FourierFT n = 1000/2000) and ViT (test accuracy;
+  paper: ViT-B on DTD, LoRA r = 8/16/32 vs n = 3000/10000), score vs trainable parameters without the head
 - fig3_sampling.png: the entry-sampling probability over the centred spectrum for several f_c (Figure 3; a pure
   function of the sampler, no results needed)
-- fig4_n_scaling.png: dev score vs adapter parameters, LoRA (r) vs FourierFT (n), per task, mean ± sd over seeds
-- fig5_fc.png: dev score vs f_c per task, the uniform draw as a dashed line
-- basis.md: the basis ablation table (Table 6)
+- fig4_n_scaling.png (fig4/): dev score vs adapter parameters, LoRA (r) vs FourierFT (n), per task; each point is
+  the configuration (learning rates) with the best mean dev score among those run for it, as the paper tuned per
+  point (`make figure4` runs an Optuna search per point)
+- fig5_fc.png (fc/): dev score vs f_c per task, the sweep's own uniform run (f_c null) as a dashed line
+- basis.md (basis/): the basis ablation table (Table 6)
 
-python scripts/figures.py [--results results/sweeps] [--main results] [--out results/figures]
+The GLUE parameters-vs-score plot of the main results is scripts/tables.py's glue_params_vs_score.png.
+
+python scripts/figures.py [--results results/sweeps] [--out results/figures]
 """
 from __future__ import annotations
 
@@ -19,23 +26,43 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tables import _pyplot as _plt  # noqa: E402
-from tables import display_name, epoch_scores, fmt, params_plot, read_results, save_png, selected_table  # noqa: E402
+from tables import display_name, epoch_scores, fmt, read_results, save_png  # noqa: E402
 
 from fourierft import frequency_bias  # noqa: E402
 from fourierft.files import write_atomic  # noqa: E402
 
 
+FOLDERS = {"fig1": ("fig1_instruct", "fig1_vit"), "fig4": "fig4", "fig5": "fc", "basis": "basis"}
+
+
 def per_config(runs: pd.DataFrame) -> pd.DataFrame:
     """Best-epoch dev score per configuration: mean and sd over seeds, with its method settings."""
     return (runs.groupby(["model", "method", "variant", "task", "config_id"])
-            .agg(score=("score", "mean"), sd=("score", "std"), seeds=("seed", "nunique"),
+            .agg(score=("score", "mean"), sd=("score", "std"), select=("select", "mean"), seeds=("seed", "nunique"),
                  params=("params", "median"), n=("n", "first"), r=("r", "first"), fc=("fc", "first"),
                  basis=("basis", "first"))
             .reset_index())
 
 
+def best_per_point(configs: pd.DataFrame, keys: list) -> pd.DataFrame:
+    """One row per `keys`: the configuration with the best mean selection metric (dev, never test) among those
+    run for it, with `tried` = how many were run."""
+    if configs.empty:
+        return configs
+    rows = []
+    for _, group in configs.groupby(keys, dropna=False):
+        select = group["select"]
+        best = group.loc[select.idxmax()] if select.notna().any() else group.iloc[0]
+        rows.append(best.copy())
+        rows[-1]["tried"] = group["config_id"].nunique()
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
 def sweep_runs(results: Path) -> pd.DataFrame:
-    """Best-epoch scores of the swept runs of task-column families (GLUE), with their method settings."""
+    """Best-epoch scores of the runs under `results` (one figure's sweeps) of task-column families (GLUE), with
+    their method settings."""
+    if not results.is_dir():
+        return pd.DataFrame()
     raw = [r for r in read_results(results, sweeps=True) if r.report["table"] == "selected"]
     if not raw:
         return pd.DataFrame()
@@ -96,6 +123,7 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                    & configs.basis.fillna("fourier").eq("fourier")]
     if rows.empty:
         return ""
+    rows = best_per_point(rows, ["task", "method", "variant"])
 
     def draw(ax, task):
         lines = []
@@ -110,10 +138,12 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
                             textcoords="offset points")
                 sd = f" ± {fmt(c.sd, 'score')}" if pd.notna(c.sd) else ""
                 lines.append(f"| {display_name(task)} | {method} | {key}={int(c[key])} | "
-                             f"{fmt(c.params, 'params')} | {int(c.seeds)} | {fmt(c.score, 'score')}{sd} |")
+                             f"{fmt(c.params, 'params')} | {int(c.tried)} | {int(c.seeds)} | "
+                             f"{fmt(c.score, 'score')}{sd} |")
         return lines
 
-    header = ["| task | method | setting | adapter params | seeds | dev score |", "|---|---|---|---|---|---|"]
+    header = ["| task | method | setting | adapter params | configurations tried (best dev shown) | seeds | "
+              "dev score |", "|---|---|---|---|---|---|---|"]
     return task_figure(sorted(rows.task.unique()), out / "fig4_n_scaling.png", header, "adapter parameters (log)",
                        draw, log_x=True)
 
@@ -156,38 +186,93 @@ def basis_table(configs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def fig1(main: Path, out: Path) -> bool:
-    runs = [r for r in read_results(main) if r.family == "glue"]
-    if not runs:
-        return False
-    table, _ = selected_table(runs, "best")
-    params_plot(table, out / "fig1_params_vs_score.png", "GLUE avg of tasks run (best epoch, median)")
-    return True
+def point_scores(folder: Path) -> pd.DataFrame:
+    """Per configuration of the runs under `folder`: the family's reported score (test accuracy at the best
+    validation epoch; the judge score), mean over seeds, trainable parameters without the head, and the selection
+    metric that picks among configurations of one point."""
+    rows = []
+    for r in read_results(folder, sweeps=True) if folder.is_dir() else []:
+        main = r.outcome["main_metric"]
+        metrics = r.outcome["best"]["metrics"] if "best" in r.outcome else r.outcome["metrics"]
+        value = r.selection.get("value")
+        sign = -1 if r.selection["mode"] == "min" else 1
+        rows.append({"model": r.model, "task": r.task, "family": r.family, "method": r.method, "variant": r.variant,
+                     "config_id": r.config_id, "seed": r.seed, "params": r.trainable_params - r.head_params,
+                     "score": metrics.get(main), "metric": main,
+                     "select": float("nan") if value is None else sign * value})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    return (frame.groupby(["family", "model", "task", "method", "variant", "config_id", "metric"])
+            .agg(score=("score", "mean"), sd=("score", "std"), select=("select", "mean"), seeds=("seed", "nunique"),
+                 params=("params", "median")).reset_index())
+
+
+# the paper's points of Figure 1 that its tables state (Table 4: LLaMA-2-7B; Table 5: ViT-B on DTD), drawn only
+# beside runs of the same model and task
+FIG1_PAPER = {("llama2_7b", "alpaca"): [("lora r=64", 33_500_000, 5.20), ("fourierft n=1000", 64_000, 5.18)],
+              ("vit_base", "dtd"): [("lora r=16", 581_000, 74.95), ("fourierft n=3000", 72_000, 75.09),
+                                    ("fourierft n=10000", 239_000, 77.30)]}
+
+
+def fig1(results: Path, out: Path) -> str:
+    panels = [(name, best_per_point(point_scores(results / name), ["model", "task", "method", "variant"]))
+              for name in FOLDERS["fig1"]]
+    panels = [(name, rows) for name, rows in panels if not rows.empty]
+    if not panels:
+        return ""
+    fig, axes = _plt().subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    lines = ["| panel | model | task | method | setting | params (no head) | configurations tried | seeds | score |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for ax, (name, rows) in zip(axes[0], panels):
+        for (model, method), curve in rows.groupby(["model", "method"]):
+            curve = curve.sort_values("params")
+            ax.errorbar(curve.params, curve.score, yerr=curve.sd.fillna(0), marker="o", capsize=3,
+                        label=f"{method} ({model})")
+            for _, c in curve.iterrows():
+                ax.annotate(c.variant, (c.params, c.score), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                lines.append(f"| {name} | {model} | {display_name(c.task)} | {method} | {c.variant} | "
+                             f"{fmt(c.params, 'params')} | {int(c.tried)} | {int(c.seeds)} | {c.score:.2f} |")
+        shown = {(m, t) for m, t in zip(rows.model, rows.task)}
+        for label, params, score in [p for key in shown for p in FIG1_PAPER.get(key, [])]:
+            ax.scatter(params, score, marker="x", color="black")
+            ax.annotate(f"paper {label}", (params, score), fontsize=6, xytext=(3, -9), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(f"{display_name(rows.task.iloc[0])} ({', '.join(sorted(rows.model.unique()))})", fontsize=9)
+        ax.set_xlabel("trainable parameters without the head (log)")
+        ax.set_ylabel(rows.metric.iloc[0])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, out / "fig1_params_vs_score.png")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/sweeps"), help="sweep results")
-    parser.add_argument("--main", type=Path, default=Path("results"), help="results for Figure 1")
+    parser.add_argument("--results", type=Path, default=Path("results/sweeps"),
+                        help="the sweeps' root: each figure reads its own folder under it")
     parser.add_argument("--out", type=Path, default=Path("results/figures"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     notes = ["# Figures and the numbers behind them", ""]
+    text = fig1(args.results, args.out)
+    if text:
+        notes += ["## Figure 1: score vs trainable parameters (fig1_params_vs_score.png)", "", text,
+                  "", "Crosses: the paper's points that its tables state.", ""]
     medians = fig3_sampling(args.out)
     notes += ["## Figure 3: sampling probability", "median radius of a draw (384x384, W=200): "
               + ", ".join(f"f_c={fc}: {m:.0f}" for fc, m in medians.items()), ""]
-    if fig1(args.main, args.out):
-        notes += ["## Figure 1: parameters vs score", "fig1_params_vs_score.png (the GLUE best-epoch table's rows)",
-                  ""]
-    runs = sweep_runs(args.results)
-    if not runs.empty:
+    basis_title = "Table 6: basis ablation (dev score, best epoch, mean over seeds)"
+    for title, key, draw in (("Figure 4: score vs parameters", "fig4", fig4_n_scaling),
+                             ("Figure 5: score vs f_c", "fig5", fig5_fc), (basis_title, "basis", None)):
+        runs = sweep_runs(args.results / FOLDERS[key])
+        if runs.empty:
+            continue
         configs = per_config(runs)
-        basis_title = "Table 6: basis ablation (dev score, best epoch, mean over seeds)"
-        for title, text in (("Figure 4: score vs parameters", fig4_n_scaling(configs, args.out)),
-                            ("Figure 5: score vs f_c", fig5_fc(configs, args.out)),
-                            (basis_title, basis_table(configs))):
-            if text:
-                notes += [f"## {title}", "", text, ""]
+        text = basis_table(configs) if draw is None else draw(configs, args.out)
+        if text:
+            notes += [f"## {title} ({FOLDERS[key]}/)", "", text, ""]
     write_atomic(args.out / "figures.md", "\n".join(notes) + "\n")
     print("\n".join(notes))
     print(f"figures written to {args.out}")

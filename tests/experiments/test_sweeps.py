@@ -2,6 +2,8 @@
 SLURM launcher config composes (it cannot run here)."""
 import json
 import os
+from datetime import datetime
+from pathlib import Path
 import subprocess
 import sys
 
@@ -38,33 +40,51 @@ def test_slurm_launcher_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
 
 
-def run_sweep(tmp_path, *overrides):
+def run_sweep(tmp_path, *overrides, results="results", ok=True):
     proc = subprocess.run([sys.executable, "-m", "experiments.train", "-m", *TINY, *overrides,
-                           f"results_dir={tmp_path / 'results'}", f"checkpoint_dir={tmp_path / 'ckpt'}",
+                           f"results_dir={tmp_path / results}", f"checkpoint_dir={tmp_path / 'ckpt'}",
                            f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*seed*.json")]
+    assert (proc.returncode == 0) == ok, (proc.stdout + proc.stderr)[-3000:]
+    return [json.loads(p.read_text()) for p in (tmp_path / results).rglob("*seed*.json")]
 
 
 @pytest.mark.slow
 def test_basis_sweep_runs_in_parallel_with_two_workers(tmp_path):
     results = run_sweep(tmp_path, "sweep=basis", "method.n=16", "seed=0,1", "hydra/launcher=joblib",
-                        "hydra.launcher.n_jobs=2")
+                        "hydra.launcher.n_jobs=2", results="sweeps/basis")
     assert len(results) == 6  # three bases x two seeds, one result each, none lost to a collision
     assert sorted(r["variant"] for r in results) == sorted(
         ["n=16", "n=16, basis=random", "n=16, basis=orthogonal"] * 2)
-    assert not list((tmp_path / "results").rglob("*.tmp"))
+    assert not list((tmp_path / "sweeps").rglob("*.tmp"))
     out = tmp_path / "figures"
-    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(tmp_path / "results"), "--main",
-                    str(tmp_path / "results"), "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(tmp_path / "sweeps"), "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
     table = (out / "figures.md").read_text()
     assert "| tiny_bert | RTE | 16 |" in table and "(2 seeds)" in table
 
 
+def log_span(log: Path) -> tuple[datetime, datetime]:
+    stamps = [datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f") for line in log.read_text().splitlines()
+              if line.startswith("[20")]
+    return stamps[0], stamps[-1]
+
+
 @pytest.mark.slow
-def test_optuna_lr_search_runs(tmp_path):
-    results = run_sweep(tmp_path, "sweep=lr_fourierft", "method.n=16", "hydra.sweeper.n_trials=2")
+def test_optuna_lr_search_runs_trials_in_parallel(tmp_path):
+    """The README's parallel command: the sweeper asks for 2 trials at a time, the joblib launcher runs them at once."""
+    results = run_sweep(tmp_path, "sweep=lr_fourierft", "method.n=16", "hydra.sweeper.n_trials=2",
+                        "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert len(results) == 2 and len({r["config"]["method"]["lr"] for r in results}) == 2
     for r in results:
         assert 0.005 <= r["config"]["method"]["lr"] <= 0.5
+    (start0, end0), (start1, end1) = (log_span(next((tmp_path / "multirun").glob(f"{job}_*/train.log")))
+                                               for job in ("0", "1"))
+    assert start1 < end0 and start0 < end1  # the two trials overlapped
+
+
+@pytest.mark.slow
+def test_a_failed_job_logs_its_error(tmp_path):
+    run_sweep(tmp_path, "method.lr=0.1,nan", ok=False)
+    failed = [log.read_text() for log in (tmp_path / "multirun").rglob("train.log") if "run failed" in log.read_text()]
+    assert len(failed) == 1 and "method.lr=nan" in failed[0]
