@@ -31,7 +31,6 @@ from tables import display_name, epoch_scores, fmt, read_results, save_png  # no
 from fourierft import frequency_bias  # noqa: E402
 from fourierft.files import write_atomic  # noqa: E402
 
-
 FOLDERS = {"fig1": ("fig1_instruct", "fig1_vit"), "fig4": "fig4", "fig5": "fc", "basis": "basis"}
 
 

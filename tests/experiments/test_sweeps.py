@@ -2,10 +2,10 @@
 SLURM launcher config composes (it cannot run here)."""
 import json
 import os
-from datetime import datetime
-from pathlib import Path
 import subprocess
 import sys
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
