@@ -131,6 +131,7 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
         train_dataset=prepared.train, eval_dataset=prepared.eval, method=method, head=backbone.head,
         data_collator=prepared.collator, compute_metrics=prepared.compute_metrics)
     checkpoints.train(trainer, identity.world_size, method.lr)
+    family.evaluate_on_every_rank(trainer)
     if not identity.writer:
         return float("nan")  # several processes: rank 0 evaluates and writes
     outcome = family.evaluate(trainer, model, processor, data, identity.artifacts)

@@ -36,7 +36,7 @@ def generate(model, tokenizer, prompts: list[str], decoding, batch_size: int) ->
     device = next(model.parameters()).device
     outputs = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left",
                           add_special_tokens=False).to(device)
         out = model.generate(**batch, num_beams=decoding.num_beams, length_penalty=decoding.length_penalty,
                              no_repeat_ngram_size=decoding.no_repeat_ngram_size,
@@ -81,6 +81,9 @@ class E2E(Family):
                         training_args={"label_smoothing_factor": self.cfg.task.label_smoothing},
                         counts={"train_examples": len(train), "dev_examples": len(self.dev)})
 
+    def evaluate_on_every_rank(self, trainer):
+        self.dev_loss = trainer.evaluate(eval_dataset=self.dev)["eval_loss"]
+
     def evaluate(self, trainer, model, tokenizer, data, artifacts) -> Outcome:
         test = data["test"]
         grouped = group_references(test["mr"], test["ref"])
@@ -92,7 +95,6 @@ class E2E(Family):
         with open(artifacts / "predictions.jsonl", "w") as f:
             for mr, pred in zip(mrs, predictions):
                 f.write(json.dumps({"mr": mr, "prediction": pred, "references": grouped[mr]}) + "\n")
-        dev_loss = trainer.evaluate(eval_dataset=self.dev)["eval_loss"]  # after decoding: it cannot change it
-        return Outcome(dev_loss, {
+        return Outcome(self.dev_loss, {
             "main_metric": "bleu", "metrics": scores, "test_mrs": len(mrs), "predictions": "predictions.jsonl",
             "epochs": [{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]})

@@ -96,11 +96,14 @@ class Glue(Family):
                         training_args={"eval_strategy": "epoch", **PER_EXAMPLE_LOSS},
                         counts={"train_examples": len(train), "dev_examples": len(dev)})
 
+    def evaluate_on_every_rank(self, trainer):
+        # a run too short for an epoch's evaluation (max_steps) is evaluated once at its end
+        evaluated = any("eval_loss" in e for e in trainer.state.log_history)
+        self.final = None if evaluated else {"epoch": trainer.state.epoch, **self.dev_metrics(trainer.evaluate())}
+
     def evaluate(self, trainer, model, tokenizer, data, artifacts) -> Outcome:
         epochs = [{"epoch": round(e["epoch"], 3), **self.dev_metrics(e)} for e in trainer.state.log_history
-                  if "eval_loss" in e]
-        if not epochs:
-            epochs = [{"epoch": trainer.state.epoch, **self.dev_metrics(trainer.evaluate())}]
+                  if "eval_loss" in e] or [self.final]
         return epoch_outcome(epochs, self.selection, main_metric=self.task.metrics[0])
 
     def dev_metrics(self, logged: dict) -> dict:

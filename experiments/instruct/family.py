@@ -129,6 +129,9 @@ class Instruct(Family):
         return Prepared(train=train, collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
                         counts={"train_examples": len(train), "validation_examples": len(validation)})
 
+    def evaluate_on_every_rank(self, trainer):
+        self.loss = trainer.evaluate(eval_dataset=self.validation)["eval_loss"] if len(self.validation) else float("nan")
+
     def evaluate(self, trainer, model, tokenizer, data, artifacts) -> Outcome:
         bench_dir = find_bench_dir(self.cfg.data.bench_dir, self.cfg.data.bench_fallback_dirs)
         metrics, asked = {}, {}
@@ -140,8 +143,7 @@ class Instruct(Family):
             write_atomic(artifacts / f"{bench}_answers.jsonl", "\n".join(lines) + "\n")
             metrics[f"{bench}_rouge_l"] = rouge_l(answers, refs)
             asked[bench] = len(questions)
-        loss = trainer.evaluate(eval_dataset=self.validation)["eval_loss"] if len(self.validation) else float("nan")
-        return Outcome(loss, {
+        return Outcome(self.loss, {
             "main_metric": "mt_bench", "metrics": metrics, "questions": asked, "judge": None,
             "epochs": [{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]})
 

@@ -8,11 +8,14 @@ from .backbones import Backbone
 
 
 def load_causal_lm(backbone: Backbone, dtype: str = "fp32"):
-    """(model, tokenizer) with a pad token set and left padding for batched generation."""
+    """(model, tokenizer) with a pad token set. Training batches pad on the right: the model numbers positions
+    0..L-1 whatever the mask, so left padding would move every real token of a batch by that batch's padding, and
+    GPT-2's absolute positions would change with the batch's longest example (and with how a batch is split over
+    processes). Batched generation asks for left padding itself."""
     model, tokenizer = backbone.load(AutoModelForCausalLM, dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = "right"
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 

@@ -129,8 +129,14 @@ class Family:
     def prepare(self, data, model, processor) -> Prepared:
         raise NotImplementedError
 
+    def evaluate_on_every_rank(self, trainer) -> None:
+        """Evaluations that are Trainer collectives (`trainer.evaluate`): under several processes every rank must
+        join them, so the runner calls this on every rank, before rank 0 alone calls `evaluate`; keep what they
+        return on `self` for `evaluate`."""
+
     def evaluate(self, trainer, model, processor, data, artifacts: Path) -> Outcome:
-        """Score the trained model (rank 0 only under several processes); files go under `artifacts`."""
+        """Score the trained model (rank 0 only under several processes: no Trainer collectives here, they belong in
+        `evaluate_on_every_rank`); files go under `artifacts`."""
         raise NotImplementedError
 
     def unfinished(self, result: dict) -> bool:

@@ -93,3 +93,37 @@ def test_world_size_enters_the_run_identity(monkeypatch, fast_config):
     monkeypatch.setenv("RANK", "1")
     rank1 = RunIdentity.of(cfg, "glue", "mrpc")
     assert rank1.config_id != single.config_id and single.writer and not rank1.writer
+
+
+CAUSAL = ["-m", "experiments.train", "task=e2e", "model=tiny_gpt2", "logger=none", "trainer.epochs=1",
+          "trainer.max_length=64", "trainer.progress_bar=false", "trainer.max_train_samples=64",
+          "trainer.max_eval_samples=16", "method.n=40", "trainer.logging_steps=1", "trainer.keep_checkpoints=true",
+          "trainer.max_grad_norm=0.005", "task.max_test_mrs=2", "task.decoding.num_beams=1",
+          "task.decoding.max_new_tokens=4",
+          "+model.config.resid_pdrop=0.0", "+model.config.embd_pdrop=0.0", "+model.config.attn_pdrop=0.0"]
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_two_processes_match_one_on_a_causal_lm_with_padding_and_label_smoothing(tmp_path):
+    """E2E on a tiny GPT-2: examples of different lengths (padding, so the two halves of a batch hold different token
+    counts), label smoothing 0.1, the loss normalised by the global token count (transformers'
+    average_tokens_across_devices, kept on for causal LMs), clipping on every step."""
+    for name, processes, batch in (("two", 2, 4), ("one", 1, 8)):
+        runner = [shutil.which("torchrun"), "--nproc_per_node", "2"] if processes > 1 else [sys.executable]
+        proc = subprocess.run(runner + CAUSAL + [f"trainer.batch_size={batch}", f"results_dir={tmp_path / name}",
+                                                  f"checkpoint_dir={tmp_path / name}-ckpt"],
+                              cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = logged_steps(tmp_path / "one-ckpt"), logged_steps(tmp_path / "two-ckpt")
+    assert [e["step"] for e in one] == [e["step"] for e in two] == list(range(1, 9))
+    assert all(e["grad_norm"] > 0.005 for e in one)  # clipping on every step
+    for e1, e2 in zip(one, two):
+        assert abs(e2["loss"] - e1["loss"]) <= 1e-4 * abs(e1["loss"]), (e1, e2)
+        assert abs(e2["grad_norm"] - e1["grad_norm"]) <= 1e-3 * e1["grad_norm"], (e1, e2)
+    (a,), (b,) = (list((tmp_path / n).rglob("adapter/adapter.safetensors")) for n in ("one", "two"))
+    a, b = load_file(str(a)), load_file(str(b))
+    for key in a:
+        if a[key].is_floating_point():
+            assert ((a[key] - b[key]).norm() / a[key].norm()).item() < 1e-3, key
