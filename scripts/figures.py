@@ -173,15 +173,22 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
 
 
 def basis_table(configs: pd.DataFrame) -> str:
+    """Our runs per basis beside the paper's Table 6 (paper/basis.yaml) where it has the model and task."""
+    import yaml
+
     rows = configs[(configs.method == "fourierft") & configs.fc.isna()]
     if rows.basis.fillna("fourier").nunique() < 2:
         return ""
-    lines = ["| model | task | n | fourier | random | orthogonal |", "|---|---|---|---|---|---|"]
+    theirs = {(r["model"], r["task"]): r["scores"]
+              for r in yaml.safe_load((Path(__file__).resolve().parents[1] / "paper" / "basis.yaml").read_text())["rows"]}
+    lines = ["| model | task | n | fourier | random | orthogonal | paper (fourier / random / orthogonal) |",
+             "|---|---|---|---|---|---|---|"]
     for (model, task, n), group in rows.groupby(["model", "task", "n"]):
         by = {b: g.iloc[0] for b, g in group.groupby(group.basis.fillna("fourier"))}
         cells = [f"{fmt(by[b].score, 'score')} ({int(by[b].seeds)} seeds)" if b in by else "-"
                  for b in ("fourier", "random", "orthogonal")]
-        lines.append(f"| {model} | {display_name(task)} | {int(n)} | " + " | ".join(cells) + " |")
+        paper_cell = " / ".join(f"{v:.1f}" for v in theirs[(model, task)]) if (model, task) in theirs else "-"
+        lines.append(f"| {model} | {display_name(task)} | {int(n)} | " + " | ".join(cells) + f" | {paper_cell} |")
     return "\n".join(lines)
 
 

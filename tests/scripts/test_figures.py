@@ -67,3 +67,16 @@ def vision_run(folder, test_accuracy, r=None, n=None):
                       selection={"metric": "validation_accuracy", "split": "validation", "mode": "max",
                                  "value": test_accuracy - 1})
     (folder / f"{method}-{variant}-seed0.json").write_text(json.dumps(run))
+
+
+def test_basis_table_puts_the_papers_table_6_beside_ours():
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import figures
+
+    rows = pd.DataFrame([{"model": model, "task": "rte", "n": 1000, "method": "fourierft", "fc": None, "basis": b,
+                          "score": 70.0, "seeds": 1} for model in ("roberta_base", "tiny") for b in ("fourier", "random")])
+    table = figures.basis_table(rows)
+    assert "| roberta_base | RTE | 1000 | 70.0 (1 seeds) | 70.0 (1 seeds) | - | 79.1 / 72.7 / 75.6 |" in table
+    assert "| tiny | RTE | 1000 | 70.0 (1 seeds) | 70.0 (1 seeds) | - | - |" in table

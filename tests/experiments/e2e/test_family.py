@@ -14,7 +14,7 @@ from helpers import needs_data
 @pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora"),
                                           ("tiny_gpt2", "lora_qv")])
 def test_e2e_runner(tmp_path, generation_config, model, method):
-    extra = {"fourierft": ["method.n=40"], "lora_qv": ["method.fused_parts=[q,v]"]}.get(method, [])
+    extra = {"fourierft": ["method.n=40"], "lora_qv": ["+method.fused_parts=[q,v]"]}.get(method, [])
     cfg = generation_config("task=e2e", f"model={model}", f"method={method.removesuffix('_qv')}", "task.max_test_mrs=3",
                             "task.decoding.num_beams=2", "task.decoding.max_new_tokens=6", *extra)
     run(cfg)

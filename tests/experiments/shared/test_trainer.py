@@ -45,7 +45,7 @@ def test_trainer_still_refuses_a_purely_quantized_model(base_folder, tmp_path):
 
 @pytest.mark.parametrize("overrides,clip,warmup", [
     ((), 1.0, 60),                                                       # defaults: clip at 1, 6% warmup
-    (("trainer.max_grad_norm=null", "trainer.warmup_steps=500"), 0.0, 500),
+    (("trainer.max_grad_norm=null", "+trainer.warmup_steps=500"), 0.0, 500),
     (("experiment=glue/roberta_base/mrpc",), 0.0, 60),                   # the authors' GLUE loop: no clipping
     (("experiment=e2e/gpt2_medium", "method=lora"), 0.0, 500),           # the LoRA repository's E2E command
 ])
