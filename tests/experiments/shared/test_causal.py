@@ -24,11 +24,10 @@ def test_training_batches_pad_right_so_positions_do_not_move(tmp_path):
     tokens by the batch's padding and change its loss. Right padding keeps each example's loss what it is alone;
     batched generation (left padding) still gives each prompt's output alone."""
     import torch
+    from omegaconf import OmegaConf
     from transformers import DataCollatorForSeq2Seq
 
     from experiments.e2e.family import generate
-    from omegaconf import OmegaConf
-
     from experiments.shared.backbones import RandomModel, gpt2_tokenizer_folder
     from experiments.shared.causal import load_causal_lm
 
