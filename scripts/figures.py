@@ -179,8 +179,8 @@ def basis_table(configs: pd.DataFrame) -> str:
     rows = configs[(configs.method == "fourierft") & configs.fc.isna()]
     if rows.basis.fillna("fourier").nunique() < 2:
         return ""
-    theirs = {(r["model"], r["task"]): r["scores"]
-              for r in yaml.safe_load((Path(__file__).resolve().parents[1] / "paper" / "basis.yaml").read_text())["rows"]}
+    table6 = yaml.safe_load((Path(__file__).resolve().parents[1] / "paper" / "basis.yaml").read_text())
+    theirs = {(r["model"], r["task"]): r["scores"] for r in table6["rows"]}
     lines = ["| model | task | n | fourier | random | orthogonal | paper (fourier / random / orthogonal) |",
              "|---|---|---|---|---|---|---|"]
     for (model, task, n), group in rows.groupby(["model", "task", "n"]):

@@ -130,7 +130,8 @@ class Instruct(Family):
                         counts={"train_examples": len(train), "validation_examples": len(validation)})
 
     def evaluate_on_every_rank(self, trainer):
-        self.loss = trainer.evaluate(eval_dataset=self.validation)["eval_loss"] if len(self.validation) else float("nan")
+        held_out = len(self.validation) > 0
+        self.loss = trainer.evaluate(eval_dataset=self.validation)["eval_loss"] if held_out else float("nan")
 
     def evaluate(self, trainer, model, tokenizer, data, artifacts) -> Outcome:
         bench_dir = find_bench_dir(self.cfg.data.bench_dir, self.cfg.data.bench_fallback_dirs)
