@@ -97,8 +97,12 @@ class FourierFT(Method):
         ratios = init_delta_ratios(model)
         if ratios:
             # alpha's effect shrinks with d_out * d_in (ifft2's normalisation): say how strong it is here
+            median = statistics.median(ratios)
             log.info("FourierFT at init: |dW| / |W| median %.3g (min %.3g, max %.3g) over %d layers, alpha=%s",
-                     statistics.median(ratios), min(ratios), max(ratios), len(ratios), config.scaling)
+                     median, min(ratios), max(ratios), len(ratios), config.scaling)
+            advice = alpha_advice(median, config.scaling)
+            if advice:
+                log.warning(advice)
         return model
 
     def save(self, model, path):
@@ -229,6 +233,28 @@ class LinearProbe(Unfrozen):
 
     def trains(self, pname):
         return False
+
+
+# |dW| / |W| at init that the paper's presets give on their own models, estimated from their alpha and n on the models'
+# shapes (|dW| ~ alpha * sqrt(n / (2 d_out d_in)) for N(0, 1) coefficients) and pretrained weights of per-entry std
+# 0.02-0.1: about 0.02 (LLaMA-2-7B, RoBERTa-base alpha 29) to 0.4 (ViT-B alpha 300). Beyond these bounds a run is
+# in territory no preset has tried; the vision demo measured chance-level training at 1.1 and at 4.
+ALPHA_RANGE = (0.005, 0.5)
+
+
+def alpha_advice(median_ratio: float, alpha: float) -> str:
+    """A warning naming the alpha that brings the median |dW| / |W| at init into ALPHA_RANGE, or "" inside it."""
+    low, high = ALPHA_RANGE
+    if median_ratio <= 0 or low <= median_ratio <= high:  # zero: coefficients start at zero, nothing to judge
+        return ""
+    target = high / 2 if median_ratio > high else low * 2  # inside the range, with room for rounding
+    suggested = float(f"{alpha * target / median_ratio:.2g}")
+    side = "above" if median_ratio > high else "below"
+    return (f"FourierFT alpha={alpha:g} gives |dW| / |W| = {median_ratio:.3g} at init (median over layers), {side} the "
+            f"range the paper's presets start from on their own models (about {low:g}-{high:g}): training may "
+            f"{'stay at chance' if side == 'above' else 'barely move the model'}. method.scaling={suggested:g} brings "
+            f"it to {target:g} (alpha's effect scales with 1 / sqrt(d_out * d_in), so a preset's alpha does not carry "
+            "over to a model of another width)")
 
 
 @torch.no_grad()

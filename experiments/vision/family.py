@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from omegaconf import ListConfig
 from transformers import AutoModelForImageClassification
 
 from ..shared.family import (
@@ -63,6 +64,23 @@ class VisionTask(TaskDefinition):
         return Vision
 
 
+# the crop's side in source pixels never below this (on average over the scale range's low end)
+MIN_CROP_SIDE = 16
+CROP_SCALE_RULE = ((lambda v: v == "auto" or (isinstance(v, (list, tuple, ListConfig)) and len(v) == 2
+                                               and all(isinstance(x, (int, float)) for x in v)
+                                               and 0 < v[0] <= v[1] <= 1)),
+                   "auto, or [low, high] with 0 < low <= high <= 1")
+
+
+def crop_scale(setting, side: int) -> list[float]:
+    """RandomResizedCrop's area range: the reference's (0.08, 1) where the images are large; on small images (28 px
+    Fashion-MNIST, 8 px digits) the low end rises so that a crop keeps at least MIN_CROP_SIDE source pixels a side
+    (0.08 of 8x8 is a 2x2 crop)."""
+    if setting != "auto":
+        return [float(setting[0]), float(setting[1])]
+    return [round(min(1.0, max(0.08, (MIN_CROP_SIDE / max(side, 1)) ** 2)), 4), 1.0]
+
+
 class Vision(Family):
     name = "vision"
     report = Report(
@@ -70,7 +88,8 @@ class Vision(Family):
               "head; the paper's avg is over its eight datasets, ours over the datasets run). [best of K]: K "
               "configurations ran for that cell and the one with the best mean validation accuracy is shown.",
         columns=("best",), table="selected", aggregate="mean")
-    settings = {"image_size": optional(int_at_least(16)), "validation_fraction": fraction(low_open=True)}
+    settings = {"image_size": optional(int_at_least(16)), "validation_fraction": fraction(low_open=True),
+                "crop_scale": CROP_SCALE_RULE, "flip": ((lambda v: isinstance(v, bool)), "true or false")}
     task: VisionTask
     selection = SELECTION
 
@@ -91,7 +110,12 @@ class Vision(Family):
         self.size = self.cfg.task.image_size or stats.size
         train = subsample(data["train"], trainer.max_train_samples, self.cfg.seed)
         evals = {split: subsample(data[split], trainer.max_eval_samples, 0) for split in ("validation", "test")}
-        train.set_transform(batch_transform(ImageTransform(self.size, stats.mean, stats.std, train=True)))
+        side = min(train[0]["image"].size) if len(train) else self.size
+        self.augmentation = {"crop_scale": crop_scale(self.cfg.task.crop_scale, side), "flip": self.cfg.task.flip,
+                             "source_side": side}
+        train.set_transform(batch_transform(ImageTransform(self.size, stats.mean, stats.std, train=True,
+                                                           crop_scale=self.augmentation["crop_scale"],
+                                                           flip=self.cfg.task.flip)))
         for split in evals.values():
             split.set_transform(batch_transform(ImageTransform(self.size, stats.mean, stats.std, train=False)))
         return Prepared(train=train, eval=evals, collator=Collator(interpolate=needs_interpolation(model, self.size)),
@@ -103,7 +127,7 @@ class Vision(Family):
 
     def evaluate(self, trainer, model, stats, data, artifacts) -> Outcome:
         return epoch_outcome(epoch_records(trainer.state.log_history), SELECTION, main_metric="test_accuracy",
-                             selected_by=SELECTION.metric, image_size=self.size)
+                             selected_by=SELECTION.metric, image_size=self.size, augmentation=self.augmentation)
 
 
 def batch_transform(transform):

@@ -1,4 +1,5 @@
-"""The reference code's image transforms, on PIL and torch alone: train RandomResizedCrop + horizontal flip, eval
+"""The reference code's image transforms, on PIL and torch alone: train RandomResizedCrop + horizontal flip (the
+crop's scale range and the flip are task settings: experiments/vision/family.py), eval
 resize + centre crop; both convert to RGB and normalise with the backbone's own mean and std.
 
 torchvision would supply these, but its PyPI wheels are built against CUDA torch and do not import beside the CPU
@@ -38,8 +39,8 @@ def random_resized_crop_box(width: int, height: int, rng, scale=(0.08, 1.0),
 class ImageTransform:
     """PIL image -> normalised float tensor (3, size, size)."""
 
-    def __init__(self, size: int, mean, std, train: bool):
-        self.size, self.train = int(size), train
+    def __init__(self, size: int, mean, std, train: bool, crop_scale=(0.08, 1.0), flip: bool = True):
+        self.size, self.train, self.crop_scale, self.flip = int(size), train, tuple(crop_scale), flip
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         # python's `random`: seeded by set_seed, and per worker by the DataLoader (a private generator would
@@ -49,9 +50,9 @@ class ImageTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_rgb(image)
         if self.train:
-            left, top, w, h = random_resized_crop_box(*image.size, self.rng)
+            left, top, w, h = random_resized_crop_box(*image.size, self.rng, scale=self.crop_scale)
             image = image.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + w, top + h))
-            if self.rng.random() < 0.5:
+            if self.flip and self.rng.random() < 0.5:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
         else:
             image = centre_crop(resize_shorter(image, self.size), self.size)

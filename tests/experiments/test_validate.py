@@ -38,6 +38,9 @@ def test_good_settings_pass(overrides):
     ("task=alpaca task.validation_examples=-1", "task.validation_examples=-1"),
     ("task=fashion_mnist task.image_size=8", "task.image_size=8 (accepted: null or an integer >= 16)"),
     ("task=fashion_mnist task.validation_fraction=0", "task.validation_fraction=0 (accepted: a number in (0, 1))"),
+    ("task=fashion_mnist task.crop_scale=[0.9,0.1]", "task.crop_scale=[0.9, 0.1] (accepted: auto, or [low, high]"),
+    ("task=fashion_mnist task.crop_scale=0.5", "task.crop_scale=0.5 (accepted: auto"),
+    ("task=fashion_mnist task.flip=maybe", "task.flip='maybe' (accepted: true or false)"),
 ])
 def test_family_settings_are_checked_by_their_family(override, named):
     with pytest.raises(ValueError, match="invalid settings, nothing was loaded or trained") as e:
