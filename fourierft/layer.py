@@ -136,6 +136,12 @@ class FourierFTLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
+            if self.training and torch.is_grad_enabled() and self.coefficients.requires_grad:
+                # merged, the coefficients are not in the graph: backward would fail with torch's "does not require
+                # grad", or train only the other parameters without a word
+                raise RuntimeError("this FourierFT layer is merged (dW is inside the frozen weight), so its "
+                                   "coefficients get no gradient: call fourierft.unmerge(model) before training, or "
+                                   "model.eval() / torch.no_grad() for inference")
             return self.base_layer(x)
         path = self.choose_path(x)
         if path == "dense":

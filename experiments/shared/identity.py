@@ -57,6 +57,8 @@ class RunIdentity:
         for setting, value in (("family", family), ("task.name", task), ("model.name", cfg.model.name),
                                ("method.name", cfg.method.name)):
             check_name(setting, value)
+        for setting in ("results_dir", "checkpoint_dir"):
+            check_folder(setting, Path(cfg[setting]))
         rank, world_size = process_rank()
         settings = comparable_settings(OmegaConf.to_container(cfg, resolve=True), world_size)
         return cls(family, task, cfg.model.name, cfg.method.name, cfg.seed, config_id(settings), rank, world_size,
@@ -88,6 +90,17 @@ class RunIdentity:
     @property
     def run_name(self) -> str:
         return f"{self.model}-{self.task}-{self.method}-s{self.seed}"
+
+
+def check_folder(setting: str, folder: Path) -> None:
+    """A folder setting whose path, or a parent of it, is an existing file stops here, named (rather than as a
+    NotADirectoryError once a run has trained)."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is" if path == folder else f"lies under {path}, which is"
+                raise ValueError(f"{setting}={folder} {where} a file, not a folder: choose a folder path")
+            return
 
 
 def within(root: Path, path: Path) -> Path:

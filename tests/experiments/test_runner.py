@@ -147,6 +147,16 @@ def test_names_that_become_folders_are_checked(name, tmp_path):
         check_name("model.name", "a\\b")
 
 
+@pytest.mark.parametrize("setting", ["results_dir", "checkpoint_dir"])
+def test_a_folder_setting_on_a_file_is_named(tmp_path, setting):
+    (tmp_path / "notes.txt").write_text("mine")
+    for value, says in ((tmp_path / "notes.txt", "is a file"), (tmp_path / "notes.txt" / "runs", "lies under")):
+        cfg = compose_config("task=mrpc", "model=tiny_bert", f"{setting}={value}")
+        with pytest.raises(ValueError, match=f"{setting}=.* {says}.*choose a folder path"):
+            run(cfg)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def identity(tmp_path, *overrides):
     cfg = compose_config("model=tiny_bert", "task=rte", f"results_dir={tmp_path / 'results'}",
                          f"checkpoint_dir={tmp_path / 'ckpt'}", *overrides)

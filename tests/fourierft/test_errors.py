@@ -66,6 +66,23 @@ def test_save_requires_unmerged(tmp_path):
         ff.save_adapter(torch.nn.Linear(2, 2), tmp_path)
 
 
+def test_training_a_merged_model_is_refused_with_the_fix():
+    from helpers import inputs
+
+    model = ff.merge(ff.apply_fourierft(build("bert"), ff.FourierFTConfig(n=4)))
+    model.train()
+    with pytest.raises(RuntimeError, match=r"merged .* call fourierft.unmerge\(model\) before training"):
+        model(**inputs("bert")).logits.sum().backward()
+    model.eval()
+    with torch.no_grad():
+        model(**inputs("bert"))  # inference on a merged model is what merging is for
+    model.train()
+    with torch.no_grad():
+        model(**inputs("bert"))  # so is a no-grad forward in train mode
+    ff.unmerge(model)
+    model(**inputs("bert")).logits.sum().backward()  # unmerged, it trains
+
+
 def test_help_names_every_detected_family():
     from fourierft.targets import DEFAULT_TARGETS
 
