@@ -29,6 +29,8 @@ def check_command(argv: list[str]) -> None:
         key = key.lstrip("+")
         if key == "sweep" and value not in ("", "null") and not multirun:
             sys.exit(f"sweep={value} runs several jobs: add -m (python -m experiments.train -m sweep={value} ...)")
+        if key == "sweep" and value not in ("", "null"):
+            check_sweep_method(value, argv)
         if key == "hydra.sweeper.n_trials" and not (value.isdigit() and int(value) >= 1):
             sys.exit(f"hydra.sweeper.n_trials={value} (accepted: an integer >= 1)")
         if key != "experiment" or not value or value.startswith(("glob(", "choice(", "range(")):
@@ -36,6 +38,24 @@ def check_command(argv: list[str]) -> None:
         for name in value.split(","):
             if name and name != "null" and name not in available:
                 sys.exit(f"unknown experiment preset {name!r}; available: {', '.join(available)}")
+
+
+def check_sweep_method(sweep: str, argv: list[str]) -> None:
+    """A committed sweep that sets one method's settings, asked to run another method (sweep=fc method=lora), stops
+    naming both (Hydra would suggest appending the other method's settings with +)."""
+    import yaml
+
+    file = CONF / "sweep" / f"{sweep}.yaml"
+    if not file.is_file():
+        return  # Hydra names an unknown sweep with the available ones
+    params = (yaml.safe_load(file.read_text()) or {}).get("hydra", {}).get("sweeper", {}).get("params", {})
+    method = params.get("method")
+    asked = [a.partition("=")[2] for a in argv if a.partition("=")[0] == "method"]
+    settings = sorted(k for k in params if k.startswith(("method.", "+method.")))
+    if method and asked and asked[-1] != method:
+        sys.exit(f"sweep={sweep} sweeps method={method}'s settings ({', '.join(settings)}); it cannot run "
+                 f"method={asked[-1]}. Run it without method=, or sweep {asked[-1]}'s own settings "
+                 f"(conf/sweep/ lists the committed sweeps)")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

@@ -21,14 +21,22 @@ def n_for(name: str, config: FourierFTConfig) -> int:
     return config.n
 
 
-def fused_blocks(name: str, d_out: int, config: FourierFTConfig) -> Optional[list[tuple[int, int]]]:
-    """(first row, rows) of each adapted part when `name` is a fused projection in config.fused, else None."""
+def fused_blocks(name: str, d_out: int, d_in: int, config: FourierFTConfig) -> Optional[list[tuple[int, int]]]:
+    """(first row, rows) of each adapted part when `name` is a fused projection in config.fused, else None. The
+    parts of a fused projection (q, k, v of GPT-2's c_attn or timm's qkv) are d_in rows each: a module that is not
+    fused (d_out = d_in), or a split into the wrong number of parts (two for a three-way projection, which would
+    adapt q plus half of k), is refused."""
     parts = next((v for k, v in config.fused.items() if is_suffix(name, k)), None)
     if parts is None:
         return None
-    if d_out % len(parts):
-        raise ValueError(f"{name!r} has {d_out} output rows, which do not split into the {len(parts)} equal parts "
-                         f"{parts} of config.fused")
+    if d_out != len(parts) * d_in:
+        count = d_out // d_in
+        fits = (f"{count} part{'s' * (count != 1)} of {d_in} rows" if d_out % d_in == 0
+                else "no whole number of d_in-row parts")
+        raise ValueError(f"config.fused gives {name!r} the {len(parts)} parts {parts}, but its {d_out} output rows "
+                         f"hold {fits} (d_in={d_in}): "
+                         + ("it is not a fused projection; remove it from config.fused" if d_out == d_in else
+                            "name one part per d_in rows, in their order (GPT-2's c_attn: [q, k, v])"))
     size = d_out // len(parts)
     return [(i * size, size) for i, part in enumerate(parts) if part in config.fused_targets]
 
@@ -81,7 +89,7 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
         module = model.get_submodule(name)
         d_out, d_in = layer_shape(module)
         n = n_for(name, config)
-        blocks = fused_blocks(name, d_out, config)
+        blocks = fused_blocks(name, d_out, d_in, config)
         if entries is not None and name in entries:
             layer_entries = entries[name]
         elif blocks:

@@ -60,8 +60,16 @@ def resolve_source(what: str, *, setting: str, env: str, expects: str, configure
 
 def local_or_hub(name: str, name_or_path: str, offline_default: str) -> str:
     """A model's name_or_path as a local folder when it is one, else as a hub id when the hub answers."""
-    if Path(str(name_or_path)).expanduser().exists():
-        return str(Path(name_or_path).expanduser())
+    folder = Path(str(name_or_path)).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise ValueError(f"model {name!r}: {folder} is a file; model.name_or_path takes a model folder (what "
+                             "save_pretrained writes) or a hub id")
+        if not (folder / "config.json").is_file():
+            found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+            raise ValueError(f"model {name!r}: the folder {folder} has no config.json (it holds {found}); a Hugging "
+                             "Face model folder holds config.json beside the weights, as save_pretrained writes it")
+        return str(folder)
     if not hub_reachable():
         raise RuntimeError(
             f"model {name!r} ({name_or_path}) is neither a local folder nor reachable on the Hugging Face hub; "

@@ -20,9 +20,9 @@ class SplitProjection(nn.Module):
         elif not isinstance(fused, nn.Linear):
             raise TypeError(f"{type(fused).__name__} is not a Linear or GPT-2 Conv1D: cannot split it into parts")
         d_out, d_in = weight.shape
-        if d_out % len(parts):
-            raise ValueError(f"a fused projection of {d_out} outputs does not split into {len(parts)} equal parts "
-                             f"{parts}")
+        if d_out != len(parts) * d_in:  # the parts of a fused projection are d_in rows each
+            raise ValueError(f"a projection of {d_out} outputs from {d_in} inputs is not {len(parts)} parts {parts} "
+                             f"of {d_in} rows each: not a fused projection of these parts")
         self.parts = list(parts)
         size = d_out // len(parts)
         bias = getattr(fused, "bias", None)

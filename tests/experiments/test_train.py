@@ -51,6 +51,9 @@ def test_unknown_values_in_code_paths():
 @pytest.mark.parametrize("args,message", [
     (["sweep=basis"], "sweep=basis runs several jobs: add -m"),
     (["-m", "sweep=lr_fourierft", "hydra.sweeper.n_trials=0"], r"hydra.sweeper.n_trials=0 \(accepted: an integer >= 1\)"),
+    (["-m", "sweep=fc", "method=lora"],
+     r"sweep=fc sweeps method=fourierft's settings \(method.bandwidth, method.fc\); it cannot run method=lora"),
+    (["-m", "sweep=basis", "method=lora"], r"sweep=basis sweeps method=fourierft's settings \(\+method.basis\)"),
 ])
 def test_command_line_mistakes_stop_before_anything_runs(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "experiments.train", *args, f"results_dir={tmp_path}"], cwd=ROOT,

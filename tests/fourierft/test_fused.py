@@ -96,5 +96,11 @@ def test_bad_fused_settings_are_named():
         ff.FourierFTConfig(fused={"c_attn": ["q", "k", "v"]}, fused_targets=["q", "z"])
     with pytest.raises(ValueError, match=r"fused keys \['c_atn'\] match none of the adapted modules"):
         ff.apply_fourierft(build("gpt2"), ff.FourierFTConfig(n=5, fused={"c_atn": ["q", "k", "v"]}))
-    with pytest.raises(ValueError, match="do not split into the 4 equal parts"):
+    with pytest.raises(ValueError, match=r"parts \['a', 'q', 'c', 'v'\], but its 54 output rows hold 3 parts of 18"):
         ff.apply_fourierft(build("gpt2"), ff.FourierFTConfig(n=5, fused={"c_attn": ["a", "q", "c", "v"]}))
+    # a two-way split of GPT-2's three-way c_attn would adapt q plus half of k
+    with pytest.raises(ValueError, match=r"\['q', 'v'\], but its 54 output rows hold 3 parts of 18 rows.*\[q, k, v\]"):
+        ff.apply_fourierft(build("gpt2"), ff.FourierFTConfig(n=5, fused={"c_attn": ["q", "v"]}))
+    # BERT's query is not fused: splitting it into row blocks is refused
+    with pytest.raises(ValueError, match=r"self.query'.*it is not a fused projection; remove it from config.fused"):
+        ff.apply_fourierft(build("bert"), ff.FourierFTConfig(n=5, fused={"query": ["q", "v"]}))

@@ -190,3 +190,15 @@ def test_any_local_model_runs_through_the_suite_filed_under_its_own_name(fast_co
     assert result["target_modules"] == ["q", "v"]
     head = 32 * 32 + 32 + 32 * 2 + 2  # MPNet's classification head: dense + out_proj, trained in full
     assert (result["trainable_params"] - result["head_params"], result["head_params"]) == (adapter, head)
+
+
+def test_a_model_folder_without_config_json_is_named(fast_config, tmp_path):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    cfg = fast_config("task=mrpc", "model=local", f"model.name_or_path={folder}")
+    with pytest.raises(ValueError, match=r"my-model has no config.json \(it holds model.safetensors\).*save_pretrained"):
+        run(cfg)
+    cfg = fast_config("task=mrpc", "model=local", f"model.name_or_path={folder / 'model.safetensors'}")
+    with pytest.raises(ValueError, match=r"is a file; model.name_or_path takes a model folder"):
+        run(cfg)
