@@ -250,7 +250,8 @@ def alpha_advice(median_ratio: float, alpha: float) -> str:
     target = high / 2 if median_ratio > high else low * 2  # inside the range, with room for rounding
     suggested = float(f"{alpha * target / median_ratio:.2g}")
     side = "above" if median_ratio > high else "below"
-    return (f"FourierFT alpha={alpha:g} gives |dW| / |W| = {median_ratio:.3g} at init (median over layers), {side} the "
+    return (f"FourierFT alpha={alpha:g} gives |dW| / |W| = {median_ratio:.3g} at init (median over layers), {side} "
+            "the "
             f"range the paper's presets start from on their own models (about {low:g}-{high:g}): training may "
             f"{'stay at chance' if side == 'above' else 'barely move the model'}. method.scaling={suggested:g} brings "
             f"it to {target:g} (alpha's effect scales with 1 / sqrt(d_out * d_in), so a preset's alpha does not carry "
