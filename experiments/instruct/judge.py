@@ -83,27 +83,49 @@ class OpenAIJudge:
         self.name = f"openai:{model}"
 
     def check(self) -> None:
-        """Is the endpoint there at all? Asked before training, so that a typo in the URL costs seconds, not a run."""
+        """Does the endpoint answer a chat completion at all? One request of one token, asked before training, so
+        that a typo in the URL, the model or the key costs seconds, not a run; a server that is up but not an
+        OpenAI-compatible chat endpoint (a plain web server) is named as such."""
         parts = urllib.parse.urlsplit(self.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
+        fix = ("set judge.base_url (or OPENAI_BASE_URL) to a running OpenAI-compatible server, or judge=none to judge "
+               "the saved answers later")
         try:
             socket.create_connection((parts.hostname, port), timeout=10).close()
         except OSError as e:
-            raise RuntimeError(f"judge endpoint {self.url} cannot be reached ({e}); set judge.base_url (or "
-                               "OPENAI_BASE_URL) to a running OpenAI-compatible server, or judge=none to judge the "
-                               "saved answers later") from e
+            raise RuntimeError(f"judge endpoint {self.url} cannot be reached ({e}); {fix}") from e
+        try:
+            reply = self.request([{"role": "user", "content": "Reply with OK."}], max_tokens=1, timeout=60)
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"judge endpoint {self.url} refused a one-token chat request with {e.code}: "
+                               f"{e.read()[:300]!r} (check judge.model={self.model!r} and the API key); {fix}") from e
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            raise RuntimeError(f"judge endpoint {self.url} failed a one-token chat request ({e}); {fix}") from e
+        if not isinstance(reply, dict) or not reply.get("choices"):
+            raise RuntimeError(f"judge endpoint {self.url} answered, but not as an OpenAI-compatible chat endpoint "
+                               f"(no 'choices' in {str(reply)[:200]!r}); {fix}")
 
-    def __call__(self, messages: list[dict]) -> str:
+    def request(self, messages: list[dict], max_tokens: int, timeout: float):
+        """One chat-completion request; its decoded JSON answer (None when the answer is not JSON)."""
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                           "max_tokens": self.max_tokens}).encode()
+                           "max_tokens": max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=headers)
+        request = urllib.request.Request(self.url, data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.load(response)["choices"][0]["message"]["content"]
+                return json.load(response)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return None
+
+    def __call__(self, messages: list[dict]) -> str:
+        for attempt in range(self.retries + 1):
+            try:
+                reply = self.request(messages, self.max_tokens, self.timeout)
+                if not isinstance(reply, dict) or not reply.get("choices"):
+                    raise RuntimeError(f"judge endpoint {self.url} answered without 'choices': {str(reply)[:200]!r}")
+                return reply["choices"][0]["message"]["content"]
             except urllib.error.HTTPError as e:
                 transient = e.code in (429, 500, 502, 503, 504)  # overload and restarts pass; 501 and 4xx do not
                 error = RuntimeError(f"judge endpoint {self.url} answered {e.code}: {e.read()[:300]!r}")

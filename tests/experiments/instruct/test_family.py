@@ -21,7 +21,8 @@ class _Judge(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Judge.requests.append((self.headers.get("Authorization"), body))
-        if _Judge.failures > 0:  # a failure: transient (overload, restart) unless failure_code says otherwise
+        preflight = body.get("max_tokens") == 1  # the one-token request a run sends before training
+        if _Judge.failures > 0 and not preflight:  # a failure: transient (overload, restart) unless failure_code says
             _Judge.failures -= 1
             self.send_response(getattr(_Judge, "failure_code", 503))
             self.send_header("Content-Length", "0")
@@ -137,6 +138,44 @@ def test_judge_retries_transient_errors(judge_server):
 
 
 @needs_data
+def test_a_server_that_is_not_a_chat_endpoint_stops_the_run_before_training(tmp_path, generation_config):
+    from http.server import SimpleHTTPRequestHandler
+
+    class Plain(SimpleHTTPRequestHandler):  # a plain web server: POST is 501, GET a page
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = generation_config("task=alpaca", "model=tiny_llama", "method.n=30", "judge=openai", "judge.model=stub",
+                                f"judge.base_url=http://127.0.0.1:{server.server_address[1]}/v1")
+        with pytest.raises(RuntimeError, match=r"refused a one-token chat request with 501.*judge.model='stub'"):
+            run(cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "ckpt").exists()
+
+    class Page(Plain):  # answers every POST with a web page
+        def do_POST(self):
+            page = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = OpenAIJudge(f"http://127.0.0.1:{server.server_address[1]}/v1", "stub")
+        with pytest.raises(RuntimeError, match="answered, but not as an OpenAI-compatible chat endpoint"):
+            judge.check()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_unreachable_judge_stops_the_run_before_training(tmp_path, generation_config):
     cfg = generation_config("task=alpaca", "model=tiny_llama", "method.n=30", "judge=openai", "judge.model=stub",
                  "judge.base_url=http://127.0.0.1:9/v1")
@@ -177,7 +216,8 @@ def test_a_run_without_judge_is_judged_later(tmp_path, generation_config, judge_
     run(generation_config(*common, "judge=openai", "judge.model=stub", f"judge.base_url={judge_server}"))
     result = json.loads(result_file.read_text())
     assert result["judge"] == "openai:stub" and result["metrics"]["vicuna"] == 7.0
-    assert len(_Judge.requests) == 1 + 2  # one Vicuna turn and two MT-Bench turns, judged once each
+    graded = [body for _, body in _Judge.requests if body["max_tokens"] != 1]
+    assert len(graded) == 1 + 2  # one Vicuna turn and two MT-Bench turns, judged once each (after one preflight)
     # judging later trains and answers nothing again: the rest of the result is the unjudged run's
     judged_only = {"metrics", "judge"}
     assert {k: v for k, v in result.items() if k not in judged_only} == \
