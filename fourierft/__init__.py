@@ -8,10 +8,12 @@ from .io import adapter_bytes, load_adapter, save_adapter
 from .layer import FourierFTLayer
 from .model import apply_fourierft, fourierft_layers, merge, set_path, summary, trainable_parameters, unload, unmerge
 from .peft_interop import export_peft, import_peft
+from .serving import BASE, MixedAdapters
 
 __all__ = [
     "FourierFTConfig", "FourierFTLayer", "apply_fourierft", "merge", "unmerge", "unload", "set_path",
     "save_adapter", "load_adapter", "adapter_bytes", "export_peft", "import_peft",
     "trainable_parameters", "summary", "fourierft_layers", "sample_entries", "frequency_bias",
+    "MixedAdapters", "BASE",
 ]
 __version__ = "0.1.0"

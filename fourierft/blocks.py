@@ -32,7 +32,7 @@ class BlockPlan(Plan):
 
     def _parts(self, coef: torch.Tensor):
         for i, ((start, size), plan) in enumerate(zip(self.blocks, self.plans)):
-            yield start, size, plan, coef[i * self.width:(i + 1) * self.width]
+            yield start, size, plan, coef[..., i * self.width:(i + 1) * self.width]
 
     def _assemble(self, parts: list[tuple[int, int, torch.Tensor]], lead: tuple, like: torch.Tensor):
         """Rows of each part at their offsets, zeros elsewhere (differentiable through torch.cat)."""

@@ -80,6 +80,7 @@ class FourierFTLayer(nn.Module):
         self.scaling = float(scaling)
         self.path = path
         self.merged = False
+        self.row_coefficients = None  # (rows, n) while serving mixed adapters (serving.MixedAdapters)
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
         self.quantized = is_quantized(base_layer)
@@ -143,6 +144,8 @@ class FourierFTLayer(nn.Module):
                                    "coefficients get no gradient: call fourierft.unmerge(model) before training, or "
                                    "model.eval() / torch.no_grad() for inference")
             return self.base_layer(x)
+        if self.row_coefficients is not None:
+            return self.base_layer(x) + self._rowwise_delta(x)
         path = self.choose_path(x)
         if path == "dense":
             delta = self.plan().dense_delta_weight(self.coefficients, self.scaling)
@@ -151,6 +154,14 @@ class FourierFTLayer(nn.Module):
             return self.base_layer(x) + SpectralDelta.apply(x, self.coefficients, self.plan(), self.scaling)
         bias = self.base_layer.bias
         return MergedLinear.apply(x, self.coefficients, self.weight_view(), bias, self.plan(), self.scaling)
+
+    def _rowwise_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """dW x with each batch row's own coefficients (serving.MixedAdapters): the plan's transforms once for every
+        row, then the per-row multiply. x's first axis is the batch (generate's expanded beams included)."""
+        rows = self.row_coefficients
+        index = expand_rows(torch.arange(rows.shape[0]), x.shape[0], "a FourierFT layer")
+        coef = rows[index.to(rows.device)].view(x.shape[0], *([1] * (x.dim() - 2)), rows.shape[-1])
+        return self.plan().apply(x, coef, self.scaling).to(x.dtype)
 
     @torch.no_grad()
     def merge(self, dequantize: bool = False) -> None:
@@ -190,3 +201,13 @@ class FourierFTLayer(nn.Module):
         basis = f", basis={self.basis}" if self.basis != "fourier" else ""
         return (f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}"
                 f"{blocks}{basis}")
+
+
+def expand_rows(index: torch.Tensor, rows: int, what: str) -> torch.Tensor:
+    """`index` (one entry per request) for a tensor of `rows` rows: generate's beam search and num_return_sequences
+    repeat each request's row consecutively."""
+    if rows == len(index):
+        return index
+    if rows % len(index):
+        raise ValueError(f"{what} sees {rows} rows for {len(index)} adapter_names: give one name per batch row")
+    return index.repeat_interleave(rows // len(index))
