@@ -115,8 +115,8 @@ class MixedAdapters:
 
     def _check_same_transforms(self, config: FourierFTConfig, entries: dict, meta: dict, path) -> None:
         if set(entries) != set(self.layers):
-            raise ValueError(f"adapter {path} adapts layers {sorted(entries)}, the served ones are {sorted(self.layers)}:"
-                             " adapters served together must adapt the same layers")
+            raise ValueError(f"adapter {path} adapts layers {sorted(entries)}, the served ones are "
+                             f"{sorted(self.layers)}: adapters served together must adapt the same layers")
         if (config.basis, config.basis_seed) != self.reference["basis"]:
             raise ValueError(f"adapter {path} uses basis {config.basis!r} (seed {config.basis_seed}), the served ones "
                              f"{self.reference['basis']}: serve it from another model")
