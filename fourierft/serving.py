@@ -7,7 +7,9 @@ layer, and for a row that uses adapter a
 
 so the two transforms are the same for every row and the only per-row step is the multiply by that row's
 coefficients. The layer's plan (`plan.apply`, the code training runs) takes a (rows, 1, n) coefficient tensor in
-place of one vector and broadcasts it over the row's tokens. A resident adapter costs n x L floats.
+place of one vector and broadcasts it over the row's tokens. Where building one dW per adapter present costs less
+than those per-token transforms (few adapters, many tokens: the plan's flop counts decide, as they choose a training
+path), each adapter's rows go through the layer's usual path instead. A resident adapter costs n x L floats.
 
 The convention is PEFT's mixed-batch one: `serve(**batch, adapter_names=[...])` and
 `serve.generate(**batch, adapter_names=[...])`, one name per row, `BASE` for the base model alone. Modules an adapter
@@ -182,13 +184,14 @@ class MixedAdapters:
                 self._banks = {n: torch.stack(rows) for n, rows in self.coefficients.items()}
             for layer_name, layer in self.layers.items():
                 bank = self._banks[layer_name]
-                layer.row_coefficients = bank[torch.tensor(index, device=bank.device)]
+                keys = torch.tensor(index, device=bank.device)
+                layer.row_coefficients, layer.row_keys = bank[keys], keys
             for module_name, module in self.modules.items():
                 hooks.append(module.register_forward_hook(self._rowwise(module_name, index), with_kwargs=True))
             yield
         finally:
             for layer in self.layers.values():
-                layer.row_coefficients = None
+                layer.row_coefficients = layer.row_keys = None
             for hook in hooks:
                 hook.remove()
 

@@ -46,5 +46,6 @@ def test_all_lists_the_adapter_api_only():
     assert set(ff.__all__) == {
         "FourierFTConfig", "FourierFTLayer", "apply_fourierft", "merge", "unmerge", "unload", "set_path",
         "save_adapter", "load_adapter", "adapter_bytes", "export_peft", "import_peft", "trainable_parameters",
-        "summary", "fourierft_layers", "sample_entries", "frequency_bias"}
-    assert all(callable(getattr(ff, name)) for name in ff.__all__)
+        "summary", "fourierft_layers", "sample_entries", "frequency_bias", "MixedAdapters", "BASE"}
+    assert all(callable(getattr(ff, name)) for name in ff.__all__ if name != "BASE")
+    assert ff.BASE == "base"

@@ -47,13 +47,15 @@ def padded(batch, seq, pad_left, seed=0):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def test_encoder_rows_equal_each_adapter_alone_with_its_own_head_and_alpha(tmp_path):
+@pytest.mark.parametrize("path", ["auto", "spectral"])  # auto: one group per adapter here; spectral: per-row
+def test_encoder_rows_equal_each_adapter_alone_with_its_own_head_and_alpha(tmp_path, path):
     base = build("bert")
     folders = {"a": make_adapter(base, tmp_path / "a", 1, scaling=40.0, head=["classifier"]),
                "b": make_adapter(base, tmp_path / "b", 2, scaling=90.0, head=["classifier"]),
                "c": make_adapter(base, tmp_path / "c", 3, scaling=40.0)}  # no head of its own: the base's
     serve = ff.MixedAdapters(copy.deepcopy(base), folders)
     serve.model.eval()
+    ff.set_path(serve.model, path)
     batch = padded(7, 9, pad_left=False)
     names = ["a", ff.BASE, "b", "a", "c", "b", ff.BASE]
     mixed = serve(**batch, adapter_names=names).logits
