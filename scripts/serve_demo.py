@@ -104,8 +104,9 @@ def main(argv=None) -> int:
 
     mixed_s = timed(lambda: serve(**batch, adapter_names=names))
     loop_s = timed(one_at_a_time)
-    print(f"throughput: mixed batch {len(names) / mixed_s:.0f} rows/s, one adapter at a time {len(names) / loop_s:.0f} "
-          f"rows/s ({loop_s / mixed_s:.2f}x); resident adapters {serve.resident_bytes():,} bytes")
+    print(f"throughput: mixed batch {len(names) / mixed_s:.0f} rows/s, one adapter at a time "
+          f"{len(names) / loop_s:.0f} rows/s ({loop_s / mixed_s:.2f}x); resident adapters "
+          f"{serve.resident_bytes():,} bytes")
     print(f"worst relative difference {worst:.1e}: {'all rows equal their adapter alone' if worst < 1e-5 else 'FAIL'}")
     return 0 if worst < 1e-5 else 1
 
