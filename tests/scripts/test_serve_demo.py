@@ -1,0 +1,17 @@
+"""make demo-serve: the committed demo adapters served in one mixed batch, every row equal to its adapter alone."""
+import subprocess
+import sys
+
+import pytest
+
+from helpers import GLUE, ROOT
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GLUE.is_dir(), reason="GLUE data not present")
+def test_serve_demo_rows_equal_each_adapter_alone():
+    proc = subprocess.run([sys.executable, "scripts/serve_demo.py", "--results", "results/demo", "--glue-dir",
+                           str(GLUE), "--rows", "12"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("equals the adapter alone") == 12 and "DIFFERS" not in proc.stdout
+    assert "all rows equal their adapter alone" in proc.stdout and "rows/s" in proc.stdout
