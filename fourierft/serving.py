@@ -109,7 +109,7 @@ class MixedAdapters:
             raise ValueError(f"adapter {path} targets layers {sorted(expected)} of shapes it recorded; this model's "
                              f"are {sorted(shapes)}: it was saved for another base model")
         for layer_name, layer in self.layers.items():
-            layer.coefficients.requires_grad_(False)
+            layer.coefficients.requires_grad_(False).zero_()  # outside serve(), the model is the base model
             self.coefficients[layer_name] = [torch.zeros_like(layer.coefficients, dtype=torch.float32)]
         self.reference = {"entries": {n: layer.entries.clone() for n, layer in self.layers.items()},
                           "basis": (config.basis, config.basis_seed),

@@ -133,8 +133,10 @@ def test_bad_input_is_named(tmp_path):
         serve.add("bert", bert)
     with pytest.raises(ValueError, match="already has FourierFT layers"):
         ff.MixedAdapters(serve.model)
-    # serving leaves no per-row state behind: the model afterwards is the plain adapted model again
+    # serving leaves no per-row state behind, and outside serve() the model is the base model
     assert all(layer.row_coefficients is None for layer in serve.layers.values())
+    with torch.no_grad():
+        torch.testing.assert_close(serve.model(**batch).logits, base(**batch).logits, rtol=1e-6, atol=1e-6)
 
 
 def test_a_4bit_base_serves_mixed_rows_as_each_adapter_alone(tmp_path, base_folder):
