@@ -38,6 +38,10 @@ def check_command(argv: list[str]) -> None:
         for name in value.split(","):
             if name and name != "null" and name not in available:
                 sys.exit(f"unknown experiment preset {name!r}; available: {', '.join(available)}")
+    if multirun:
+        from experiments.shared.grid import check_grid
+
+        check_grid([a for a in argv if a not in ("-m", "--multirun")])
 
 
 def check_sweep_method(sweep: str, argv: list[str]) -> None:

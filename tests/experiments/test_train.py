@@ -8,7 +8,7 @@ import pytest
 
 from experiments.shared.tasks import load_task
 
-from helpers import ROOT
+from helpers import ROOT, compose_config
 
 
 def test_mistyped_preset_lists_the_available_ones():
@@ -60,3 +60,28 @@ def test_command_line_mistakes_stop_before_anything_runs(tmp_path, args, message
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr[-2000:]
     assert not any(tmp_path.iterdir())
+
+
+def test_an_f_c_grid_the_model_cannot_run_is_refused_before_any_job(tmp_path):
+    """Every point named is one where the sampler itself fails on the model's layers, and no other is named."""
+    import fourierft as ff
+    from experiments.shared.grid import grid_values, impossible_points
+
+    argv = ["sweep=fc", "model=tiny_bert", "task=rte", "method.n=200"]
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "-m", *argv, f"results_dir={tmp_path}",
+                           f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0 and "these grid points cannot run on model tiny_bert" in proc.stderr
+    assert not any(tmp_path.iterdir())  # no job started
+    named = {line.split()[0] for line in proc.stderr.splitlines() if line.strip().startswith("method.fc=")}
+    cfg = compose_config("model=tiny_bert", "task=rte", "method.n=200")
+    assert {p.split()[0] for p in impossible_points(cfg, grid_values(argv))} == named
+    d = cfg.model.config.hidden_size
+    for fc in grid_values(argv)["method.fc"]:
+        try:
+            ff.sample_entries(d, d, 200, 2024, fc=fc, bandwidth=200.0)
+            fails = False
+        except ValueError:
+            fails = True
+        assert fails == (f"method.fc={fc}" in named), fc
+    assert "method.fc=0" not in named and named  # some points run, some cannot
