@@ -39,12 +39,11 @@ def layer_shapes(cfg) -> set[tuple[int, int]]:
     """(d_out, d_in) of each spectrum the method would draw on the model `cfg` names (a fused projection's parts
     separately), from its config alone (no weights); empty when the config cannot be had offline."""
     import torch
+    from hydra.utils import instantiate
     from transformers import AutoModel
 
     from fourierft.layer import layer_shape
     from fourierft.targets import resolve_targets
-
-    from hydra.utils import instantiate
 
     backbone = instantiate(cfg.model)
     try:
