@@ -47,12 +47,9 @@ def check_command(argv: list[str]) -> None:
 def check_sweep_method(sweep: str, argv: list[str]) -> None:
     """A committed sweep that sets one method's settings, asked to run another method (sweep=fc method=lora), stops
     naming both (Hydra would suggest appending the other method's settings with +)."""
-    import yaml
+    from experiments.shared.grid import sweep_params
 
-    file = CONF / "sweep" / f"{sweep}.yaml"
-    if not file.is_file():
-        return  # Hydra names an unknown sweep with the available ones
-    params = (yaml.safe_load(file.read_text()) or {}).get("hydra", {}).get("sweeper", {}).get("params", {})
+    params = sweep_params(sweep)  # empty for an unknown sweep: Hydra names it with the available ones
     method = params.get("method")
     asked = [a.partition("=")[2] for a in argv if a.partition("=")[0] == "method"]
     settings = sorted(k for k in params if k.startswith(("method.", "+method.")))

@@ -12,17 +12,22 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 SWEPT = ("method.fc", "method.n", "method.bandwidth")
 
 
+def sweep_params(sweep: str) -> dict:
+    """A committed sweep's `hydra.sweeper.params` (empty for a name that is no committed sweep)."""
+    file = CONF / "sweep" / f"{sweep}.yaml"
+    if not file.is_file():
+        return {}
+    data = yaml.safe_load(file.read_text()) or {}
+    return data.get("hydra", {}).get("sweeper", {}).get("params", {}) or {}
+
+
 def grid_values(argv: list[str]) -> dict[str, list]:
     """The values each of SWEPT takes in this command's jobs (a committed sweep's list, or the command line's,
     which wins); keys neither sets are absent."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    texts = []
     sweep = next((a.partition("=")[2] for a in argv if a.lstrip("+").partition("=")[0] == "sweep"), None)
-    if sweep and (CONF / "sweep" / f"{sweep}.yaml").is_file():
-        data = yaml.safe_load((CONF / "sweep" / f"{sweep}.yaml").read_text()) or {}
-        params = data.get("hydra", {}).get("sweeper", {}).get("params", {}) or {}
-        texts += [f"{k}={v}" for k, v in params.items()]
+    texts = [f"{k}={v}" for k, v in sweep_params(sweep).items()] if sweep else []
     texts += [a for a in argv if "=" in a and not a.startswith("-")]
     values = {}
     for override in OverridesParser.create().parse_overrides(texts):
