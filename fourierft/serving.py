@@ -172,10 +172,11 @@ class MixedAdapters:
             raise ValueError("no adapter is loaded: add(name, folder) first")
         if isinstance(adapter_names, str):
             raise TypeError("adapter_names takes one name per batch row (a list), not a single string")
-        unknown = sorted({n for n in adapter_names if n not in self.names})
+        position = {n: i for i, n in enumerate(self.names)}
+        unknown = sorted({n for n in adapter_names if n not in position})
         if unknown:
             raise KeyError(f"adapter_names {unknown} are not loaded (loaded: {self.names[1:]}; {BASE!r}: no adapter)")
-        index = [self.names.index(n) for n in adapter_names]
+        index = [position[n] for n in adapter_names]
         if not index:
             raise ValueError("adapter_names is empty: give one name per batch row")
         hooks = []
