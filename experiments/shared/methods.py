@@ -164,17 +164,20 @@ class LoRA(PeftMethod):
         self.fused_parts = list(fused_parts) if fused_parts else None
 
     def apply(self, model, backbone):
-        if self.fused_parts and backbone.fused:
-            if self.target_modules is not None:
-                raise ValueError("method.fused_parts adapts parts of the model's fused projections; it cannot be "
-                                 f"combined with method.target_modules={self.target_modules!r}")
-            from .split import split_fused
+        if not self.fused_parts:
+            return super().apply(model, backbone)
+        if not backbone.fused:
+            raise ValueError(f"method.fused_parts={self.fused_parts}: model {backbone.name} has no fused projections "
+                             "(model.fused is empty); its q and v are separate modules already, drop the setting")
+        if self.target_modules is not None:
+            raise ValueError("method.fused_parts adapts parts of the model's fused projections; it cannot be "
+                             f"combined with method.target_modules={self.target_modules!r}")
+        import peft
 
-            targets = split_fused(model, backbone.fused, list(backbone.target_modules), self.fused_parts)
-            import peft
+        from .split import split_fused
 
-            return peft.get_peft_model(model, self.peft_config(targets, backbone.head))
-        return super().apply(model, backbone)
+        targets = split_fused(model, backbone.fused, list(backbone.target_modules), self.fused_parts)
+        return peft.get_peft_model(model, self.peft_config(targets, backbone.head))
 
     @property
     def variant(self) -> str:

@@ -63,3 +63,9 @@ def test_fused_parts_errors():
         LoRA(name="lora", lr=1, head_lr=1, r=4, alpha=32, fused_parts=["o"]).apply(build("gpt2"), Backbone())
     with pytest.raises(ValueError, match="cannot be combined with method.target_modules"):
         lora(target_modules="all-linear").apply(build("gpt2"), Backbone())
+
+    class Bert:
+        name, target_modules, head, fused = "tiny_bert", ["query", "value"], ["classifier"], {}
+
+    with pytest.raises(ValueError, match=r"model tiny_bert has no fused projections.*drop the setting"):
+        lora().apply(build("bert"), Bert())
