@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -149,14 +149,20 @@ demo-sweep: $(STAMP)
 	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
 	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps --reference results/demo/sweeps)
 
-# Figure 1's ViT panel offline: the vision demo's backbone and data, LoRA r = 8/16/32 vs FourierFT n = 3000/10000.
-DEMO_FIG1 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/vision \
-	results_dir=$(DEMO_OUT)/sweeps/fig1_vit $(if $(REFERENCE),require_clean_tree=true)
-demo-figure1: $(STAMP) fashion-mnist
-	$(DEMO_FIG1) sweep=fig1_vit_lora $(OVERRIDES)
-	$(DEMO_FIG1) sweep=fig1_vit_fourierft $(OVERRIDES)
+# Figure 1's panels offline. ViT: the vision demo's backbone and data, LoRA r = 8/16/32 vs FourierFT n = 3000/10000.
+# Instruct: the instruct demo (SmolLM2, local judge), LoRA r = 32/64/128 vs FourierFT n = 1000/2000.
+DEMO_FIG1 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m $(if $(REFERENCE),require_clean_tree=true)
+demo-figure1: demo-figure1-vit demo-figure1-instruct
+demo-figure1-vit: $(STAMP) fashion-mnist
+	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_lora $(OVERRIDES)
+	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_fourierft $(OVERRIDES)
 	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
 	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig1_vit --reference results/demo/sweeps/fig1_vit)
+demo-figure1-instruct: $(STAMP)
+	$(DEMO_FIG1) experiment=demo/instruct results_dir=$(DEMO_OUT)/sweeps/fig1_instruct sweep=fig1_instruct_lora $(OVERRIDES)
+	$(DEMO_FIG1) experiment=demo/instruct results_dir=$(DEMO_OUT)/sweeps/fig1_instruct sweep=fig1_instruct_fourierft $(OVERRIDES)
+	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig1_instruct --reference results/demo/sweeps/fig1_instruct)
 
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py
