@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench reproduce-glue clean
+.PHONY: demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -166,6 +166,11 @@ demo-figure1-instruct: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py
+
+# Mixed-adapter serving: prefill and decode, 64 rows, K = 1/8/64 adapters of R = 1/100/10,000 resident, against the
+# base model, PEFT LoRA's adapter_names, a loop over adapters and merging per request (results/bench/serve-*)
+bench-serve: $(STAMP)
+	$(PYTHON) scripts/bench_serve.py
 
 # The demo's SST-2 and MRPC adapters and the base model served in one mixed batch (offline, a minute on 2 cores).
 demo-serve: $(STAMP)

@@ -80,8 +80,6 @@ class FourierFTLayer(nn.Module):
         self.scaling = float(scaling)
         self.path = path
         self.merged = False
-        self.row_coefficients = None  # (rows, n) while serving mixed adapters (serving.MixedAdapters)
-        self.row_keys = None  # (rows,) which adapter each row uses, 0 for none
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
         self.quantized = is_quantized(base_layer)
@@ -145,8 +143,6 @@ class FourierFTLayer(nn.Module):
                                    "coefficients get no gradient: call fourierft.unmerge(model) before training, or "
                                    "model.eval() / torch.no_grad() for inference")
             return self.base_layer(x)
-        if self.row_coefficients is not None:
-            return self._rowwise(x)
         return self._adapted(x, self.coefficients, self.choose_path(x))
 
     def _adapted(self, x: torch.Tensor, coef: torch.Tensor, path: str) -> torch.Tensor:
@@ -157,30 +153,6 @@ class FourierFTLayer(nn.Module):
         if path == "spectral":
             return self.base_layer(x) + SpectralDelta.apply(x, coef, self.plan(), self.scaling)
         return MergedLinear.apply(x, coef, self.weight_view(), self.base_layer.bias, self.plan(), self.scaling)
-
-    def _rowwise(self, x: torch.Tensor) -> torch.Tensor:
-        """Each batch row with its own coefficients (serving.MixedAdapters; x's first axis is the batch, generate's
-        expanded beams included). Two ways, the cheaper by the plan's flop counts: every row through the shared
-        transforms with its own coefficient row (one pair of FFTs per token, whatever the number of adapters), or
-        one group per adapter along the layer's usual path (one dW per adapter present, then its rows' GEMM)."""
-        index = expand_rows(torch.arange(self.row_coefficients.shape[0]), x.shape[0], "a FourierFT layer")
-        index = index.to(self.row_coefficients.device)
-        keys = self.row_keys[index]
-        groups = keys.unique().tolist()
-        merged, spectral = self.plan().costs(x.numel() // self.d_in)
-        if self.path == "auto" and len(groups) * merged / 2 <= spectral:  # costs() counts dW twice (train step)
-            out = x.new_empty(*x.shape[:-1], self.d_out)
-            for key in groups:
-                mask = keys == key
-                rows = x[mask]
-                if key == 0:  # the base model's rows (serving.BASE)
-                    out[mask] = self.base_layer(rows)
-                else:
-                    coef = self.row_coefficients[index[mask][0]]
-                    out[mask] = self._adapted(rows, coef, self.choose_path(rows))
-            return out
-        coef = self.row_coefficients[index].view(x.shape[0], *([1] * (x.dim() - 2)), -1)
-        return self.base_layer(x) + self.plan().apply(x, coef, self.scaling).to(x.dtype)
 
     @torch.no_grad()
     def merge(self, dequantize: bool = False) -> None:
@@ -221,12 +193,3 @@ class FourierFTLayer(nn.Module):
         return (f"d_out={self.d_out}, d_in={self.d_in}, n={self.n}, scaling={self.scaling}, path={self.path}"
                 f"{blocks}{basis}")
 
-
-def expand_rows(index: torch.Tensor, rows: int, what: str) -> torch.Tensor:
-    """`index` (one entry per request) for a tensor of `rows` rows: generate's beam search and num_return_sequences
-    repeat each request's row consecutively."""
-    if rows == len(index):
-        return index
-    if rows % len(index):
-        raise ValueError(f"{what} sees {rows} rows for {len(index)} adapter_names: give one name per batch row")
-    return index.repeat_interleave(rows // len(index))

@@ -98,6 +98,16 @@ def _write_atomically(path: Path, config: dict, tensors: dict) -> None:
 
 def import_peft(model: nn.Module, path) -> nn.Module:
     """Wrap a plain base model with a PEFT FourierFT adapter folder (saved by PEFT or export_peft)."""
+    config, entries, coefficients, trained = read_peft(model, path)
+    apply_fourierft(model, config, entries=entries)
+    missing = {name: None for name, _ in fourierft_layers(model) if name not in coefficients}
+    return copy_trained(model, {**coefficients, **missing}, trained, str(Path(path) / PEFT_WEIGHTS))
+
+
+def read_peft(model: nn.Module, path) -> tuple[FourierFTConfig, dict, dict, dict]:
+    """A PEFT FourierFT folder as (config, entries, coefficients, trained tensors) for `model`: the entries are
+    what PEFT regenerates from its seed for the model's targeted modules (a module already wrapped, by FourierFT
+    serving for one, counts as the module it wraps)."""
     path = Path(path)
     cfg_file, weights = path / PEFT_CONFIG, path / PEFT_WEIGHTS
     if not cfg_file.is_file() or not weights.is_file():
@@ -124,11 +134,11 @@ def import_peft(model: nn.Module, path) -> nn.Module:
     entries = {}
     for name in resolve_targets(model, config.target_modules):
         module = model.get_submodule(name)
+        module = getattr(module, "base_layer", module)
         if isinstance(module, SUPPORTED):
             d_out, d_in = layer_shape(module)
             entries[name] = sample_entries(d_out, d_in, n_for(name, config), config.entry_seed)  # PEFT's rule
-    apply_fourierft(model, config, entries=entries)
-    coefficients = {name: tensors.pop(f"{PREFIX}{name}.fourierft_spectrum", None)
-                    for name, _ in fourierft_layers(model)}
+    coefficients = {name: tensors.pop(f"{PREFIX}{name}.fourierft_spectrum") for name in entries
+                    if f"{PREFIX}{name}.fourierft_spectrum" in tensors}
     trained = {key.removeprefix(PREFIX): t for key, t in tensors.items()}
-    return copy_trained(model, coefficients, trained, str(weights))
+    return config, entries, coefficients, trained

@@ -1,157 +1,392 @@
 """Many FourierFT adapters in one batch: each row uses its own adapter, or none, at about the cost of one adapter.
 
-Adapters made with the same entries (seed, n, targets, f_c, fused parts) differ only in their n coefficients per
-layer, and for a row that uses adapter a
+Adapters made with the same entries (seed, n, targets, f_c, fused parts, basis) differ only in their n coefficients
+per layer, and for a row that uses adapter a
 
-    dW_a x = alpha * Re(IDFT_M(scatter_u(c_a * gather_v(DFT_N(x)))))     (the library's normalisation)
+    dW_a x = alpha_a * Re(IDFT_M(scatter_u(c_a * gather_v(DFT_N(x)))))     (the library's normalisation)
 
 so the two transforms are the same for every row and the only per-row step is the multiply by that row's
-coefficients. The layer's plan (`plan.apply`, the code training runs) takes a (rows, 1, n) coefficient tensor in
-place of one vector and broadcasts it over the row's tokens. Where building one dW per adapter present costs less
-than those per-token transforms (few adapters, many tokens: the plan's flop counts decide, as they choose a training
-path), each adapter's rows go through the layer's usual path instead. A resident adapter costs n x L floats.
+coefficients. The plans training runs (`plan.apply`, `plan.delta_weight`: no second copy of the spectral code) take a
+(rows, 1, n) coefficient tensor in place of one vector and broadcast it over each row's tokens. Alpha enters
+linearly, so it is folded into the stored coefficients and adapters trained with different alphas share a batch.
+
+Adapters are kept in groups of equal transforms (the same entries, fused parts and basis on the same layers), one
+coefficient bank per group: (adapters, n x L) float32, a row per adapter, so a resident adapter costs n x L x 4
+bytes. Adapters with other entries, n, basis or targets form groups of their own and share the batch; a layer that a
+group does not adapt is the base layer for that group's rows. Within a group, per layer and per forward, the plan's
+flop counts choose between the shared transforms (one pair of FFTs per token, whatever the number of adapters) and one
+dW per adapter present folded into that adapter's rows' GEMM (few adapters, many tokens: long prefills).
 
 The convention is PEFT's mixed-batch one: `serve(**batch, adapter_names=[...])` and
 `serve.generate(**batch, adapter_names=[...])`, one name per row, `BASE` for the base model alone. Modules an adapter
-trained in full (`modules_to_save`: a classifier head) are applied per row with that adapter's weights.
+trained in full (`modules_to_save`: a classifier head) are applied per row with that adapter's weights. Folders of
+this library and PEFT FourierFT folders are both read.
 
-Not served (refused with the reason): adapters whose entries, basis or fused parts differ from the first one's
-(their transforms differ: serve them from a second model), and adapters trained with `bias="all"` or other trained
-tensors inside the adapted layers.
+Refused, with the reason: adapters trained with `bias="all"` or other trained tensors inside the adapted layers (no
+per-row bias), heads of another shape than the served one, adapters saved for another base model.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .blocks import BlockPlan, make_plan
 from .config import FourierFTConfig
 from .io import read_adapter
-from .layer import FourierFTLayer, expand_rows
-from .model import apply_fourierft, fourierft_layers
+from .layer import SUPPORTED, FourierFTLayer, dequantized_weight, is_quantized, layer_shape
+from .model import fused_blocks
+from .targets import is_within
 
 BASE = "base"
+STRATEGIES = ("auto", "shared", "per_adapter")
+
+
+@dataclass
+class Adapter:
+    """One adapter as served: per layer its entries, coefficients (alpha folded in) and fused parts; and the
+    tensors it trained in full, by parameter name."""
+    entries: dict[str, torch.Tensor]
+    coefficients: dict[str, torch.Tensor]
+    blocks: dict[str, list | None]
+    basis: tuple[str, int]
+    trained: dict[str, torch.Tensor]
+
+
+@dataclass(eq=False)  # groups are told apart by identity (their tensors have no truth value)
+class Group:
+    """Adapters with equal transforms: their plans per layer, and a bank with one row of coefficients each."""
+    layers: list[str]
+    entries: dict[str, torch.Tensor]
+    blocks: dict[str, list | None]
+    basis: tuple[str, int]
+    plans: dict[str, object]
+    spans: dict[str, slice]  # each layer's columns in the bank
+    bank: torch.Tensor
+    names: list[str] = field(default_factory=list)  # bank row -> adapter name
+
+    def same_transforms(self, adapter: Adapter) -> bool:
+        return (adapter.basis == self.basis and list(adapter.entries) == self.layers
+                and all(adapter.blocks[n] == self.blocks[n] and torch.equal(adapter.entries[n], self.entries[n])
+                        for n in self.layers))
+
+    def append(self, adapter: Adapter) -> None:
+        if len(self.names) == self.bank.shape[0]:  # grow by a quarter: adding R one by one copies O(R) rows
+            grown = self.bank.new_zeros(len(self.names) + max(1, len(self.names) // 4), self.bank.shape[1])
+            grown[:len(self.names)] = self.bank[:len(self.names)]
+            self.bank = grown
+        row = self.bank[len(self.names)]
+        for layer_name, span in self.spans.items():
+            row[span] = adapter.coefficients[layer_name]
+        self.names.append(None)  # the caller names it
+
+    def drop(self, row: int) -> str | None:
+        """Remove a row by moving the last one into it; returns the moved adapter's name (None if none moved)."""
+        last = len(self.names) - 1
+        moved = None
+        if row != last:
+            self.bank[row] = self.bank[last]
+            self.names[row] = moved = self.names[last]
+        self.names.pop()
+        return moved
+
+
+class ServedLayer(nn.Module):
+    """A frozen Linear / Conv1D whose rows, inside `MixedAdapters.rows`, get each their adapter's dW; outside, the
+    base layer itself."""
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__()
+        self.base_layer = base_layer
+        self.d_out, self.d_in = layer_shape(base_layer)
+        self.transposed = not isinstance(base_layer, nn.Linear)
+        self.quantized = is_quantized(base_layer)
+        self.requests: list | None = None  # [(plan, columns, Rows)] while serving
+
+    def weight(self) -> torch.Tensor:
+        if self.quantized:
+            return dequantized_weight(self.base_layer)
+        w = self.base_layer.weight
+        return w.t() if self.transposed else w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.requests:
+            return self.base_layer(x)
+        tokens_per_row = x[0].numel() // self.d_in
+        shared, own = [], []  # (plan, rows, coefficients) for the shared transforms; (rows, plan, coef) per adapter
+        for plan, columns, rows in self.requests:
+            picked = rows.for_batch(x.shape[0])
+            if picked is None:
+                continue
+            if rows.per_adapter(plan, columns, picked, tokens_per_row, self.quantized):
+                own += [(index, plan, coef) for index, coef in picked.each_adapter(columns)]
+            else:
+                shared.append((plan, picked.index, picked.coefficients(columns)))
+        out = self._base_and_own(x, own)
+        for plan, index, coef in shared:
+            rows = x if index is None else x[index]
+            delta = plan.apply(rows, coef.view(coef.shape[0], *([1] * (x.dim() - 2)), -1), 1.0).to(out.dtype)
+            if index is None:
+                out += delta
+            else:
+                out.index_add_(0, index, delta)
+        return out
+
+    def _base_and_own(self, x: torch.Tensor, own: list) -> torch.Tensor:
+        """The base layer's output on every row, with the rows of `own` adapters through W + dW_a instead."""
+        if not own:
+            return self.base_layer(x)
+        bias = self.base_layer.bias
+        if len(own) == 1 and own[0][0] is None:  # one adapter on every row: one GEMM, no gathers
+            _, plan, coef = own[0]
+            return self._with_delta(x, plan, coef, bias)
+        taken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        out = None
+        for index, plan, coef in own:
+            y = self._with_delta(x[index], plan, coef, bias)
+            out = y.new_empty(x.shape[0], *y.shape[1:]) if out is None else out
+            out[index] = y
+            taken[index] = True
+        rest = (~taken).nonzero().squeeze(1)
+        if rest.numel():
+            out[rest] = self.base_layer(x[rest]).to(out.dtype)
+        return out
+
+    def _with_delta(self, x, plan, coef, bias):
+        delta = plan.delta_weight(coef, 1.0)
+        if self.quantized:  # packed weight: dW x beside it
+            return self.base_layer(x) + F.linear(x, delta.to(x.dtype))
+        w = self.weight()
+        return F.linear(x.to(w.dtype), w + delta.to(w.dtype), bias)
+
+
+class Rows:
+    """One group's share of a batch: which rows use it and their bank rows; expanded on demand for generate's beams
+    (which repeat each request's row), and the gathered coefficients cached per batch size."""
+
+    def __init__(self, group: Group, keys: list[int], strategy: str):
+        self.group, self.strategy = group, strategy
+        device = group.bank.device
+        self.keys = torch.tensor(keys, device=device)  # per request: bank row, -1 for rows of other groups
+        self.cache: dict[int, Picked | None] = {}
+
+    def for_batch(self, size: int):
+        if size not in self.cache:
+            keys = expand_rows(self.keys, size, "a served layer")
+            mine = keys >= 0
+            if not mine.any():
+                self.cache[size] = None
+            else:
+                index = None if mine.all() else mine.nonzero().squeeze(1)
+                self.cache[size] = Picked(self.group.bank, keys if index is None else keys[index], index)
+        return self.cache[size]
+
+    def per_adapter(self, plan, columns: slice, picked: Picked, tokens_per_row: int, quantized: bool) -> bool:
+        if self.strategy != "auto":
+            return self.strategy == "per_adapter"
+        if quantized:  # a packed weight cannot take dW into its GEMM: per adapter would add a GEMM
+            return False
+        merged, spectral = plan.costs(picked.rows * tokens_per_row)
+        # both counts are of a training step (two dW builds, two transforms per token): their halves are a forward's
+        return picked.adapters * merged <= spectral
+
+
+class Picked:
+    """The rows of a batch that one group serves: `index` into the batch (None: every row) and their bank rows."""
+
+    def __init__(self, bank: torch.Tensor, keys: torch.Tensor, index):
+        self.keys, self.index, self.rows = keys, index, keys.numel()
+        self.gathered = bank[keys]  # one gather for every layer of the group
+        self.unique = keys.unique()
+        self.adapters = self.unique.numel()
+
+    def coefficients(self, columns: slice) -> torch.Tensor:
+        return self.gathered[:, columns]
+
+    def each_adapter(self, columns: slice):
+        """(batch index or None, coefficients) per adapter present."""
+        if self.adapters == 1:
+            yield self.index, self.gathered[0, columns]
+            return
+        for key in self.unique:
+            mine = (self.keys == key).nonzero().squeeze(1)
+            yield (mine if self.index is None else self.index[mine]), self.gathered[mine[0], columns]
 
 
 class MixedAdapters:
     """A base model serving several FourierFT adapters at once, each row of a batch with its own.
 
     Build it with `MixedAdapters(base_model, {"a": folder_a, "b": folder_b})`; add and remove adapters while it serves
-    (`add`, `remove`). The base model is changed in place (FourierFT layers are put in); rows named `BASE` see the
-    base model as it was.
+    (`add`, `remove`). Folders of save_adapter and PEFT FourierFT folders (adapter_config.json) are both read. The
+    base model is changed in place (its adapted modules are wrapped); outside `serve(...)` it is the base model.
+
+    strategy: "auto" (the plans' flop counts choose per layer and forward), "shared" (always the shared transforms
+    with per-row coefficients) or "per_adapter" (always one dW per adapter present).
     """
 
-    def __init__(self, model: nn.Module, adapters: dict[str, str | Path] | None = None):
-        if any(True for _ in fourierft_layers(model)):
-            raise ValueError("MixedAdapters takes the plain base model (its FourierFT layers come from the first "
-                             "adapter added); this one already has FourierFT layers")
-        self.model = model
+    def __init__(self, model: nn.Module, adapters: dict[str, str | Path] | None = None, strategy: str = "auto"):
+        if any(isinstance(m, (FourierFTLayer, ServedLayer)) for m in model.modules()):
+            raise ValueError("MixedAdapters takes the plain base model (its adapters come from folders); this one "
+                             "already has FourierFT layers")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
+        self.model, self.strategy = model, strategy
         self.base_class = type(model).__name__
-        self.names: list[str] = [BASE]
-        self.layers: dict[str, FourierFTLayer] = {}
-        self.coefficients: dict[str, list[torch.Tensor]] = {}  # per layer, one row per name (BASE: zeros)
+        self.groups: list[Group] = []
+        self.where: dict[str, tuple[Group, int]] = {}  # name -> (group, bank row)
+        self.layers: dict[str, ServedLayer] = {}
         self.modules: dict[str, nn.Module] = {}  # modules some adapter trained in full, by name
         self.states: dict[str, dict[str, dict[str, torch.Tensor]]] = {}  # module -> adapter (or BASE) -> tensors
-        self.reference: dict | None = None  # what every adapter must share with the first (entries, basis, parts)
-        self._banks: dict[str, torch.Tensor] = {}  # per layer, the rows stacked (rebuilt after add / remove)
         for name, path in (adapters or {}).items():
             self.add(name, path)
+        self.compact()
+
+    @property
+    def names(self) -> list[str]:
+        return [BASE] + list(self.where)
 
     # ---------------------------------------------------------------- adapters
     def add(self, name: str, path) -> None:
-        """Make the adapter saved at `path` (save_adapter's folder) available under `name`."""
+        """Make the adapter saved at `path` (save_adapter's folder, or a PEFT FourierFT folder) available as `name`."""
         if not isinstance(name, str) or not name or name == BASE:
             raise ValueError(f"adapter name {name!r}: use a non-empty name other than {BASE!r} (the base model)")
-        if name in self.names:
+        if name in self.where:
             raise ValueError(f"an adapter named {name!r} is already loaded; remove({name!r}) first to replace it")
-        meta, tensors = read_adapter(path)
-        config = FourierFTConfig.from_dict(meta["config"])
-        if meta["base_model"]["class"] != self.base_class:
-            raise ValueError(f"adapter {path} was saved for a {meta['base_model']['class']}, not a {self.base_class}")
-        entries = {k[len("entries/"):]: v.long() for k, v in tensors.items() if k.startswith("entries/")}
-        coefficients = {k[len("coefficients/"):]: v for k, v in tensors.items() if k.startswith("coefficients/")}
-        trained = {k[len("trained/"):]: v for k, v in tensors.items() if k.startswith("trained/")}
-        if not self.layers:
-            self._build(config, entries, trained, meta, path)
-        self._check_same_transforms(config, entries, meta, path)
-        states = self._trained_states(trained, path)
-        self.names.append(name)
-        for layer_name, layer in self.layers.items():
-            # alpha enters linearly: an adapter trained with another alpha is the same transform at scaled c
-            c = coefficients[layer_name].to(layer.coefficients.device, torch.float32)
-            self.coefficients[layer_name].append(c * (config.scaling / layer.scaling))
+        adapter = self._read(Path(path))
+        states = self._trained_states(adapter.trained, adapter.entries, path)
+        group = next((g for g in self.groups if g.same_transforms(adapter)), None) or self._new_group(adapter)
+        group.append(adapter)
+        group.names[-1] = name
+        self.where[name] = (group, len(group.names) - 1)
         for module_name, state in states.items():
             self.states[module_name][name] = state
-        self._banks.clear()
 
     def remove(self, name: str) -> None:
         """Drop an adapter; its rows can no longer be asked for."""
-        if name == BASE or name not in self.names:
+        if name == BASE or name not in self.where:
             raise KeyError(f"no adapter named {name!r} is loaded (loaded: {self.names[1:]})")
-        i = self.names.index(name)
-        del self.names[i]
-        for rows in self.coefficients.values():
-            del rows[i]
+        group, row = self.where.pop(name)
+        moved = group.drop(row)
+        if moved is not None:
+            self.where[moved] = (group, row)
+        if not group.names:
+            self.groups.remove(group)
+            used = {n for g in self.groups for n in g.layers}
+            for layer_name in [n for n in self.layers if n not in used]:  # no adapter left there: the plain module
+                _set_module(self.model, layer_name, self.layers.pop(layer_name).base_layer)
         for per_adapter in self.states.values():
             per_adapter.pop(name, None)
-        self._banks.clear()
 
-    def _build(self, config: FourierFTConfig, entries: dict, trained: dict, meta: dict, path) -> None:
-        # apply_fourierft leaves the modules adapters train in full as the base has them: BASE rows use those
-        apply_fourierft(self.model, config, entries=entries)
-        self.layers = dict(fourierft_layers(self.model))
-        expected = meta["base_model"]["layers"]
-        shapes = {n: [layer.d_out, layer.d_in] for n, layer in self.layers.items()}
-        if shapes != expected:
-            raise ValueError(f"adapter {path} targets layers {sorted(expected)} of shapes it recorded; this model's "
-                             f"are {sorted(shapes)}: it was saved for another base model")
-        for layer_name, layer in self.layers.items():
-            layer.coefficients.requires_grad_(False).zero_()  # outside serve(), the model is the base model
-            self.coefficients[layer_name] = [torch.zeros_like(layer.coefficients, dtype=torch.float32)]
-        self.reference = {"entries": {n: layer.entries.clone() for n, layer in self.layers.items()},
-                          "basis": (config.basis, config.basis_seed),
-                          "blocks": {n: layer.blocks for n, layer in self.layers.items()}}
+    def compact(self) -> None:
+        """Shrink each coefficient bank to its adapters (adds grow banks by a quarter at a time): after it, each
+        resident adapter holds exactly n x L x 4 bytes. The constructor calls it after loading its adapters."""
+        for group in self.groups:
+            if group.bank.shape[0] > len(group.names):
+                group.bank = group.bank[:len(group.names)].clone()
 
-    def _check_same_transforms(self, config: FourierFTConfig, entries: dict, meta: dict, path) -> None:
-        if set(entries) != set(self.layers):
-            raise ValueError(f"adapter {path} adapts layers {sorted(entries)}, the served ones are "
-                             f"{sorted(self.layers)}: adapters served together must adapt the same layers")
-        if (config.basis, config.basis_seed) != self.reference["basis"]:
-            raise ValueError(f"adapter {path} uses basis {config.basis!r} (seed {config.basis_seed}), the served ones "
-                             f"{self.reference['basis']}: serve it from another model")
-        for layer_name, layer in self.layers.items():
-            if not torch.equal(entries[layer_name].to(layer.entries.device), self.reference["entries"][layer_name]):
-                raise ValueError(f"adapter {path} has other spectral entries than the served adapters (layer "
-                                 f"{layer_name}: another seed, n, f_c or fused parts), so its transforms differ; "
-                                 "adapters served in one batch share their entries: serve it from another model")
+    def _read(self, path: Path) -> Adapter:
+        peft_file = path / "adapter_config.json"
+        peft = peft_file.is_file() and "peft_type" in (_json(peft_file) or {})
+        if peft:
+            from .peft_interop import read_peft
 
-    def _trained_states(self, trained: dict, path) -> dict[str, dict[str, torch.Tensor]]:
+            config, entries, coefficients, trained = read_peft(self.model, path)
+        else:
+            meta, tensors = read_adapter(path)
+            config = FourierFTConfig.from_dict(meta["config"])
+            if meta["base_model"]["class"] != self.base_class:
+                raise ValueError(f"adapter {path} was saved for a {meta['base_model']['class']}, not a "
+                                 f"{self.base_class}")
+            self._check_shapes(meta["base_model"]["layers"], path)
+            entries = {k[len("entries/"):]: v.long() for k, v in tensors.items() if k.startswith("entries/")}
+            coefficients = {k[len("coefficients/"):]: v for k, v in tensors.items() if k.startswith("coefficients/")}
+            trained = {k[len("trained/"):]: v for k, v in tensors.items() if k.startswith("trained/")}
+        blocks = {}
+        for layer_name in entries:
+            d_out, d_in = layer_shape(self._module(layer_name))
+            blocks[layer_name] = fused_blocks(layer_name, d_out, d_in, config)
+            coef = coefficients.get(layer_name)
+            if coef is None or coef.numel() != entries[layer_name].shape[1]:
+                raise ValueError(f"adapter {path} has no coefficients for each of the {entries[layer_name].shape[1]} "
+                                 f"entries of {layer_name!r}: the file is incomplete or was edited")
+        # alpha enters linearly: stored as alpha * c, served with alpha 1
+        scaled = {n: coefficients[n].float().flatten() * config.scaling for n in entries}
+        return Adapter(dict(sorted(entries.items())), scaled, blocks, (config.basis, config.basis_seed), trained)
+
+    def _check_shapes(self, recorded: dict, path) -> None:
+        for layer_name, shape in recorded.items():
+            try:
+                module = self._module(layer_name)
+            except AttributeError:
+                module = None
+            found = list(layer_shape(module)) if isinstance(module, SUPPORTED) else None
+            if found != list(shape):
+                got = "missing" if module is None else found or type(module).__name__
+                raise ValueError(f"adapter {path} adapts {layer_name!r} of shape {shape}, which this "
+                                 f"{self.base_class} has as {got}: it was saved for another base model")
+
+    def _module(self, layer_name: str) -> nn.Module:
+        module = self.model.get_submodule(layer_name)
+        return module.base_layer if isinstance(module, ServedLayer) else module
+
+    def _new_group(self, adapter: Adapter) -> Group:
+        device = None
+        plans, spans, start = {}, {}, 0
+        for layer_name, entries in adapter.entries.items():
+            if layer_name not in self.layers:
+                module = self.model.get_submodule(layer_name)
+                if not isinstance(module, SUPPORTED):
+                    raise TypeError(f"module {layer_name!r} is a {type(module).__name__}; FourierFT serves "
+                                    "torch.nn.Linear and transformers' Conv1D")
+                served = ServedLayer(module)
+                _set_module(self.model, layer_name, served)
+                self.layers[layer_name] = served
+            layer = self.layers[layer_name]
+            device = layer.base_layer.weight.device
+            entries = entries.to(device)
+            blocks = adapter.blocks[layer_name]
+            basis, seed = adapter.basis
+            plans[layer_name] = (BlockPlan(entries, layer.d_out, layer.d_in, blocks, basis, seed) if blocks
+                                 else make_plan(entries, layer.d_out, layer.d_in, basis, seed))
+            n = entries.shape[1]
+            spans[layer_name] = slice(start, start + n)
+            start += n
+        group = Group(list(adapter.entries), {n: e.to(device) for n, e in adapter.entries.items()}, adapter.blocks,
+                      adapter.basis, plans, spans, torch.zeros(0, start, device=device))
+        self.groups.append(group)
+        return group
+
+    def _trained_states(self, trained: dict, adapted, path) -> dict[str, dict[str, torch.Tensor]]:
         """The adapter's fully trained tensors, grouped by the module that owns them (a head)."""
         by_module: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in trained.items():
             module_name, _, param = key.rpartition(".")
-            module = self.model.get_submodule(module_name) if module_name else self.model
-            if any(isinstance(m, FourierFTLayer) for m in _parents(self.model, module_name)):
+            if any(is_within(module_name, n) for n in list(adapted) + list(self.layers)):
                 raise ValueError(f"adapter {path} trains {key} inside an adapted layer (bias='all'): per-row biases "
                                  "of adapted layers are not served; serve it alone (load_adapter) or merged")
             by_module.setdefault(module_name, {})[param] = tensor
         for module_name, state in by_module.items():
             module = self.model.get_submodule(module_name)
             if module_name not in self.modules:
-                self.modules[module_name] = module
                 base = {p: t.detach().clone() for p, t in module.named_parameters(recurse=True) if p in state}
                 base.update({b: t.detach().clone() for b, t in module.named_buffers() if b in state})
-                self.states[module_name] = {BASE: base}
-            base = self.states[module_name][BASE]
+            else:
+                base = self.states[module_name][BASE]
             wrong = {p: (list(t.shape), list(base[p].shape)) for p, t in state.items()
                      if p in base and t.shape != base[p].shape}
             if wrong:
                 raise ValueError(f"adapter {path} trained {module_name} with shapes {wrong} (adapter's, served "
                                  "model's): rows of one batch share the module's shape (a head for another number "
                                  "of labels cannot be served beside this one)")
+            if module_name not in self.modules:
+                self.modules[module_name] = module
+                self.states[module_name] = {BASE: base}
             device = next(module.parameters()).device
             by_module[module_name] = {p: t.to(device) for p, t in state.items()}
         return by_module
@@ -168,48 +403,51 @@ class MixedAdapters:
     @contextlib.contextmanager
     def rows(self, adapter_names: Sequence[str]) -> Iterator[None]:
         """Inside: every forward of the model uses adapter `adapter_names[i]` for batch row i."""
-        if not self.layers:
+        if not self.where:
             raise ValueError("no adapter is loaded: add(name, folder) first")
         if isinstance(adapter_names, str):
             raise TypeError("adapter_names takes one name per batch row (a list), not a single string")
-        position = {n: i for i, n in enumerate(self.names)}
-        unknown = sorted({n for n in adapter_names if n not in position})
+        names = list(adapter_names)
+        if not names:
+            raise ValueError("adapter_names is empty: give one name per batch row")
+        unknown = sorted({n for n in names if n != BASE and n not in self.where})
         if unknown:
             raise KeyError(f"adapter_names {unknown} are not loaded (loaded: {self.names[1:]}; {BASE!r}: no adapter)")
-        index = [position[n] for n in adapter_names]
-        if not index:
-            raise ValueError("adapter_names is empty: give one name per batch row")
         hooks = []
         try:
-            if not self._banks:
-                self._banks = {n: torch.stack(rows) for n, rows in self.coefficients.items()}
-            for layer_name, layer in self.layers.items():
-                bank = self._banks[layer_name]
-                keys = torch.tensor(index, device=bank.device)
-                layer.row_coefficients, layer.row_keys = bank[keys], keys
+            for group in self.groups:
+                keys = [self.where[n][1] if n != BASE and self.where[n][0] is group else -1 for n in names]
+                if all(k < 0 for k in keys):
+                    continue
+                rows = Rows(group, keys, self.strategy)
+                for layer_name in group.layers:
+                    layer = self.layers[layer_name]
+                    layer.requests = (layer.requests or []) + [(group.plans[layer_name], group.spans[layer_name],
+                                                                 rows)]
             for module_name, module in self.modules.items():
-                hooks.append(module.register_forward_hook(self._rowwise(module_name, index), with_kwargs=True))
+                hooks.append(module.register_forward_hook(self._rowwise(module_name, names), with_kwargs=True))
             yield
         finally:
             for layer in self.layers.values():
-                layer.row_coefficients = layer.row_keys = None
+                layer.requests = None
             for hook in hooks:
                 hook.remove()
 
-    def _rowwise(self, module_name: str, index: list[int]):
+    def _rowwise(self, module_name: str, names: list[str]):
         """A forward hook that recomputes the module's output per adapter on that adapter's rows."""
         states = self.states[module_name]
         inside = []  # functional_call below runs the module's hooks again: this one passes then
+        first = {n: i for i, n in reversed(list(enumerate(names)))}
+        index = torch.tensor([first[n] for n in names])  # rows of one name share a key
 
         def hook(module, args, kwargs, output):
             if inside:
                 return output
-            rows = expand_rows(torch.tensor(index), output.shape[0], f"module {module_name}")
+            rows = expand_rows(index, output.shape[0], f"module {module_name}")
             result = output.clone()
-            for i in rows.unique().tolist():
-                name = self.names[i]
-                state = states.get(name, states[BASE])
-                mask = (rows == i).to(output.device)
+            for key in rows.unique().tolist():
+                state = states.get(names[key], states[BASE])
+                mask = (rows == key).to(output.device)
                 sub_args = tuple(a[mask] if torch.is_tensor(a) and a.shape[:1] == rows.shape else a for a in args)
                 sub_kwargs = {k: v[mask] if torch.is_tensor(v) and v.shape[:1] == rows.shape else v
                               for k, v in kwargs.items()}
@@ -222,14 +460,32 @@ class MixedAdapters:
         return hook
 
     def resident_bytes(self) -> int:
-        """Bytes the loaded adapters' coefficients and per-row modules hold (not the base model)."""
-        coef = sum(t.numel() * t.element_size() for rows in self.coefficients.values() for t in rows[1:])
+        """Bytes the loaded adapters hold (not the base model): the coefficient banks as allocated (n x L x 4 per
+        adapter after `compact`, at most a quarter more after one-by-one adds) and the per-adapter modules."""
+        banks = sum(g.bank.numel() * g.bank.element_size() for g in self.groups)
         heads = sum(t.numel() * t.element_size() for per_adapter in self.states.values()
                     for name, state in per_adapter.items() if name != BASE for t in state.values())
-        return coef + heads
+        return banks + heads
 
 
-def _parents(model: nn.Module, name: str) -> Iterator[nn.Module]:
-    parts = name.split(".") if name else []
-    for i in range(len(parts) + 1):
-        yield model.get_submodule(".".join(parts[:i])) if i else model
+def expand_rows(index: torch.Tensor, rows: int, what: str) -> torch.Tensor:
+    """`index` (one entry per request) for a tensor of `rows` rows: generate's beam search and num_return_sequences
+    repeat each request's row consecutively."""
+    if rows == len(index):
+        return index
+    if rows % len(index):
+        raise ValueError(f"{what} sees {rows} rows for {len(index)} adapter_names: give one name per batch row")
+    return index.repeat_interleave(rows // len(index))
+
+
+def _json(file: Path):
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)

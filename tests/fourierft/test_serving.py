@@ -11,10 +11,10 @@ import fourierft as ff
 from helpers import build, rel_err
 
 
-def make_adapter(base, folder, seed, scaling=40.0, entry_seed=2024, head=None, fused=None, n=10):
+def make_adapter(base, folder, seed, scaling=40.0, entry_seed=2024, head=None, fused=None, n=10, **options):
     model = copy.deepcopy(base)
     config = ff.FourierFTConfig(n=n, scaling=scaling, entry_seed=entry_seed, modules_to_save=head or [],
-                                fused=fused or {})
+                                fused=fused or {}, **options)
     model = ff.apply_fourierft(model, config)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -47,15 +47,14 @@ def padded(batch, seq, pad_left, seed=0):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.mark.parametrize("path", ["auto", "spectral"])  # auto: one group per adapter here; spectral: per-row
-def test_encoder_rows_equal_each_adapter_alone_with_its_own_head_and_alpha(tmp_path, path):
+@pytest.mark.parametrize("strategy", ["auto", "shared", "per_adapter"])
+def test_encoder_rows_equal_each_adapter_alone_with_its_own_head_and_alpha(tmp_path, strategy):
     base = build("bert")
     folders = {"a": make_adapter(base, tmp_path / "a", 1, scaling=40.0, head=["classifier"]),
                "b": make_adapter(base, tmp_path / "b", 2, scaling=90.0, head=["classifier"]),
                "c": make_adapter(base, tmp_path / "c", 3, scaling=40.0)}  # no head of its own: the base's
-    serve = ff.MixedAdapters(copy.deepcopy(base), folders)
+    serve = ff.MixedAdapters(copy.deepcopy(base), folders, strategy=strategy)
     serve.model.eval()
-    ff.set_path(serve.model, path)
     batch = padded(7, 9, pad_left=False)
     names = ["a", ff.BASE, "b", "a", "c", "b", ff.BASE]
     mixed = serve(**batch, adapter_names=names).logits
@@ -125,16 +124,13 @@ def test_bad_input_is_named(tmp_path):
         serve.add("a", tmp_path / "a")
     with pytest.raises(ValueError, match="other than 'base'"):
         serve.add(ff.BASE, tmp_path / "a")
-    other_entries = make_adapter(base, tmp_path / "seed", 2, entry_seed=7)
-    with pytest.raises(ValueError, match="other spectral entries than the served adapters"):
-        serve.add("s", other_entries)
     bert = make_adapter(build("bert"), tmp_path / "bert", 1)
     with pytest.raises(ValueError, match="saved for a BertForSequenceClassification, not a LlamaForCausalLM"):
         serve.add("bert", bert)
     with pytest.raises(ValueError, match="already has FourierFT layers"):
         ff.MixedAdapters(serve.model)
     # serving leaves no per-row state behind, and outside serve() the model is the base model
-    assert all(layer.row_coefficients is None for layer in serve.layers.values())
+    assert all(layer.requests is None for layer in serve.layers.values())
     with torch.no_grad():
         torch.testing.assert_close(serve.model(**batch).logits, base(**batch).logits, rtol=1e-6, atol=1e-6)
 
@@ -173,3 +169,84 @@ def test_a_head_of_another_shape_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"trained classifier with shapes .*\[2, 24\], \[3, 24\].*another number of"):
         serve.add("b", make_adapter(two_labels, tmp_path / "b", 2, head=["classifier"]))
     assert serve.names == [ff.BASE, "a"]
+
+
+def test_adapters_with_other_entries_n_basis_or_targets_are_grouped_in_one_batch(tmp_path):
+    """Five adapters in four groups (another entry seed, another n with another alpha, the random-basis ablation,
+    q_proj only) and base rows, through generate with the KV cache: each row as its adapter alone."""
+    base = build("llama")
+    folders = {"a": make_adapter(base, tmp_path / "a", 1, scaling=300.0),
+               "a2": make_adapter(base, tmp_path / "a2", 2, scaling=300.0),  # a's group
+               "seed": make_adapter(base, tmp_path / "seed", 3, scaling=300.0, entry_seed=7),
+               "n": make_adapter(base, tmp_path / "n", 4, scaling=120.0, n=24),
+               "basis": make_adapter(base, tmp_path / "basis", 5, scaling=3.0, basis="random"),
+               "q": make_adapter(base, tmp_path / "q", 6, scaling=300.0, target_modules=["q_proj"])}
+    serve = ff.MixedAdapters(copy.deepcopy(base), folders)
+    serve.model.eval()
+    assert len(serve.groups) == 5 and serve.where["a"][0] is serve.where["a2"][0]
+    batch = padded(7, 6, pad_left=True, seed=2)
+    names = ["seed", "a", "basis", ff.BASE, "n", "q", "a2"]
+    settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+    mixed = serve.generate(**batch, adapter_names=names, **settings)
+    logits = serve(**batch, adapter_names=names).logits
+    references = {name: alone(base, folder) for name, folder in folders.items()}
+    references[ff.BASE] = base
+    with torch.no_grad():
+        for row, name in enumerate(names):
+            assert rel_err(logits[row], references[name](**batch).logits[row]) < 1e-5, name
+            assert torch.equal(mixed[row], references[name].generate(**batch, **settings)[row]), name
+    assert len({tuple(mixed[i].tolist()) for i in range(len(names))}) > 3
+    # a group's last adapter gone: its group goes, and a layer no group adapts is the plain module again
+    serve.remove("q")
+    serve.remove("basis")
+    assert len(serve.groups) == 3
+    serve.remove("a")  # a2 keeps the group
+    assert len(serve.groups) == 3
+    for name in ("seed", "n", "a2"):
+        serve.remove(name)
+    assert not serve.groups and not serve.layers
+    assert not any(isinstance(m, ff.serving.ServedLayer) for m in serve.model.modules())
+
+
+def test_peft_fourierft_folders_are_served_as_peft_runs_them(tmp_path):
+    """PEFT FourierFT adapters (saved by PEFT, with trained heads) served in one batch beside one of ours with the
+    same seed and n: each row equals PEFT's own model; ours and PEFT's share one group."""
+    from peft import FourierFTConfig, get_peft_model
+
+    base = build("bert")
+    peft_models = {}
+    for seed, name in ((1, "p1"), (2, "p2")):
+        model = get_peft_model(copy.deepcopy(base), FourierFTConfig(
+            n_frequency=10, scaling=50.0 * seed, random_loc_seed=2024, target_modules=["query", "value"],
+            modules_to_save=["classifier"]))
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "fourierft_spectrum" in pname or "modules_to_save" in pname:
+                    p.copy_(torch.randn(p.shape, generator=g))
+        model.save_pretrained(tmp_path / name)
+        peft_models[name] = model.eval()
+    ours = make_adapter(base, tmp_path / "ours", 3, entry_seed=2024, head=["classifier"])
+    serve = ff.MixedAdapters(copy.deepcopy(base), {"p1": tmp_path / "p1", "ours": ours, "p2": tmp_path / "p2"})
+    serve.model.eval()
+    assert len(serve.groups) == 1
+    batch = padded(5, 8, pad_left=False, seed=3)
+    names = ["p2", "ours", ff.BASE, "p1", "p2"]
+    mixed = serve(**batch, adapter_names=names).logits
+    references = {**peft_models, "ours": alone(base, ours), ff.BASE: base}
+    with torch.no_grad():
+        for row, name in enumerate(names):
+            assert rel_err(mixed[row], references[name](**batch).logits[row]) < 1e-5, name
+    assert rel_err(mixed[0], mixed[3]) > 1e-2
+
+
+def test_bias_trained_inside_an_adapted_layer_and_unknown_strategies_are_refused(tmp_path):
+    base = build("llama")
+    serve = ff.MixedAdapters(copy.deepcopy(base), {"a": make_adapter(base, tmp_path / "a", 1)})
+    with pytest.raises(ValueError, match="strategy 'fast' is not one of"):
+        ff.MixedAdapters(copy.deepcopy(base), strategy="fast")
+    bert = build("bert")
+    serve = ff.MixedAdapters(copy.deepcopy(bert))
+    with pytest.raises(ValueError, match=r"trains .*query.base_layer.bias inside an adapted layer \(bias='all'\)"):
+        serve.add("b", make_adapter(bert, tmp_path / "b", 1, bias="all"))
+    assert serve.names == [ff.BASE] and not serve.groups

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 
 
@@ -21,3 +23,24 @@ def test_bench_times_each_method_in_its_own_processes_and_records_the_cpu(tmp_pa
     for row in report["rows"]:
         assert row["steps"] == 6 and row["processes"] == 3 and row["step_ms_min"] <= row["step_ms"]
     assert "median and min over all timed steps" in (tmp_path / report_file.with_suffix(".md").name).read_text()
+
+
+@pytest.mark.slow  # seven worker processes
+def test_bench_serve_pools_rounds_and_counts_n_by_layers_floats_per_resident_adapter(tmp_path):
+    """scripts/bench_serve.py's bookkeeping (no timing is asserted): K adapters only where R holds them, times pooled
+    over rounds, and the adapter memory FourierFT serving and PEFT LoRA report for R resident adapters."""
+    proc = subprocess.run([sys.executable, "scripts/bench_serve.py", "--tiny", "--device", "cpu", "--rounds", "2",
+                           "--steps", "2", "--warmup", "0", "--n", "50", "--shapes", "roberta_base", "--resident", "1",
+                           "8", "--methods", "floor", "ours_mixed", "lora_peft", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(next(tmp_path.glob("serve-*.json")).read_text())
+    rows = {(r["method"], r["resident"], r["k"]): r for r in report["rows"]}
+    assert set(rows) == {("floor", 0, 1), ("ours_mixed", 1, 1), ("lora_peft", 1, 1), ("ours_mixed", 8, 1),
+                         ("ours_mixed", 8, 8), ("lora_peft", 8, 1), ("lora_peft", 8, 8)}
+    layers = 2  # the tiny shape's one layer, query and value
+    assert rows["ours_mixed", 8, 8]["adapter_bytes"] == 8 * 50 * layers * 4
+    assert rows["lora_peft", 8, 8]["adapter_bytes"] == 8 * 8 * (64 + 64) * layers * 4
+    for row in report["rows"]:
+        assert row["steps"] == 4 and row["ms_min"] <= row["ms"]
+    assert rows["floor", 0, 1]["x_floor"] == 1.0
