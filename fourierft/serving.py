@@ -28,7 +28,6 @@ per-row bias), heads of another shape than the served one, adapters saved for an
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +38,9 @@ from torch import nn
 
 from .blocks import BlockPlan, make_plan
 from .config import FourierFTConfig
-from .io import read_adapter
-from .layer import SUPPORTED, FourierFTLayer, dequantized_weight, is_quantized, layer_shape
-from .model import fused_blocks
+from .io import _json_object, read_adapter
+from .layer import SUPPORTED, FourierFTLayer, is_quantized, layer_shape
+from .model import _set_module, fused_blocks
 from .targets import is_within
 
 BASE = "base"
@@ -76,7 +75,8 @@ class Group:
                 and all(adapter.blocks[n] == self.blocks[n] and torch.equal(adapter.entries[n], self.entries[n])
                         for n in self.layers))
 
-    def append(self, adapter: Adapter) -> None:
+    def append(self, name: str, adapter: Adapter) -> int:
+        """Store the adapter's coefficients in the next bank row; returns the row."""
         if len(self.names) == self.bank.shape[0]:  # grow by a quarter: adding R one by one copies O(R) rows
             grown = self.bank.new_zeros(len(self.names) + max(1, len(self.names) // 4), self.bank.shape[1])
             grown[:len(self.names)] = self.bank[:len(self.names)]
@@ -84,7 +84,8 @@ class Group:
         row = self.bank[len(self.names)]
         for layer_name, span in self.spans.items():
             row[span] = adapter.coefficients[layer_name]
-        self.names.append(None)  # the caller names it
+        self.names.append(name)
+        return len(self.names) - 1
 
     def drop(self, row: int) -> str | None:
         """Remove a row by moving the last one into it; returns the moved adapter's name (None if none moved)."""
@@ -110,8 +111,7 @@ class ServedLayer(nn.Module):
         self.requests: list | None = None  # [(plan, columns, Rows)] while serving
 
     def weight(self) -> torch.Tensor:
-        if self.quantized:
-            return dequantized_weight(self.base_layer)
+        """The float weight as (d_out, d_in) (a view for Conv1D)."""
         w = self.base_layer.weight
         return w.t() if self.transposed else w
 
@@ -124,7 +124,7 @@ class ServedLayer(nn.Module):
             picked = rows.for_batch(x.shape[0])
             if picked is None:
                 continue
-            if rows.per_adapter(plan, columns, picked, tokens_per_row, self.quantized):
+            if rows.per_adapter(plan, picked, tokens_per_row, self.quantized):
                 own += [(index, plan, coef) for index, coef in picked.each_adapter(columns)]
             else:
                 shared.append((plan, picked.index, picked.coefficients(columns)))
@@ -187,7 +187,7 @@ class Rows:
                 self.cache[size] = Picked(self.group.bank, keys if index is None else keys[index], index)
         return self.cache[size]
 
-    def per_adapter(self, plan, columns: slice, picked: Picked, tokens_per_row: int, quantized: bool) -> bool:
+    def per_adapter(self, plan, picked: Picked, tokens_per_row: int, quantized: bool) -> bool:
         if self.strategy != "auto":
             return self.strategy == "per_adapter"
         if quantized:  # a packed weight cannot take dW into its GEMM: per adapter would add a GEMM
@@ -205,6 +205,7 @@ class Picked:
         self.gathered = bank[keys]  # one gather for every layer of the group
         self.unique = keys.unique()
         self.adapters = self.unique.numel()
+        self.split = None  # per adapter present: (batch index, one of its rows), made on first use
 
     def coefficients(self, columns: slice) -> torch.Tensor:
         return self.gathered[:, columns]
@@ -212,11 +213,13 @@ class Picked:
     def each_adapter(self, columns: slice):
         """(batch index or None, coefficients) per adapter present."""
         if self.adapters == 1:
-            yield self.index, self.gathered[0, columns]
-            return
-        for key in self.unique:
-            mine = (self.keys == key).nonzero().squeeze(1)
-            yield (mine if self.index is None else self.index[mine]), self.gathered[mine[0], columns]
+            return [(self.index, self.gathered[0, columns])]
+        if self.split is None:  # once per batch, not per layer
+            self.split = []
+            for key in self.unique:
+                mine = (self.keys == key).nonzero().squeeze(1)
+                self.split.append((mine if self.index is None else self.index[mine], int(mine[0])))
+        return [(index, self.gathered[first, columns]) for index, first in self.split]
 
 
 class MixedAdapters:
@@ -228,6 +231,9 @@ class MixedAdapters:
 
     strategy: "auto" (the plans' flop counts choose per layer and forward), "shared" (always the shared transforms
     with per-row coefficients) or "per_adapter" (always one dW per adapter present).
+
+    One batch at a time: the rows of a call are set on the model's layers for its duration (as PEFT's adapter_names
+    are), so concurrent calls need a MixedAdapters (and model) each.
     """
 
     def __init__(self, model: nn.Module, adapters: dict[str, str | Path] | None = None, strategy: str = "auto"):
@@ -261,9 +267,7 @@ class MixedAdapters:
         adapter = self._read(Path(path))
         states = self._trained_states(adapter.trained, adapter.entries, path)
         group = next((g for g in self.groups if g.same_transforms(adapter)), None) or self._new_group(adapter)
-        group.append(adapter)
-        group.names[-1] = name
-        self.where[name] = (group, len(group.names) - 1)
+        self.where[name] = (group, group.append(name, adapter))
         for module_name, state in states.items():
             self.states[module_name][name] = state
 
@@ -292,7 +296,7 @@ class MixedAdapters:
 
     def _read(self, path: Path) -> Adapter:
         peft_file = path / "adapter_config.json"
-        peft = peft_file.is_file() and "peft_type" in (_json(peft_file) or {})
+        peft = peft_file.is_file() and "peft_type" in (_json_object(peft_file) or {})
         if peft:
             from .peft_interop import read_peft
 
@@ -477,15 +481,3 @@ def expand_rows(index: torch.Tensor, rows: int, what: str) -> torch.Tensor:
         raise ValueError(f"{what} sees {rows} rows for {len(index)} adapter_names: give one name per batch row")
     return index.repeat_interleave(rows // len(index))
 
-
-def _json(file: Path):
-    try:
-        meta = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -70,14 +70,16 @@ def test_encoder_rows_equal_each_adapter_alone_with_its_own_head_and_alpha(tmp_p
     assert rel_err(mixed[0], mixed[2]) > 1e-2 and rel_err(mixed[1], mixed[0]) > 1e-2
 
 
-@pytest.mark.parametrize("family,fused,beams", [("llama", None, 1), ("gpt2", {"c_attn": ["q", "k", "v"]}, 2)])
-def test_decoder_generate_rows_equal_each_adapter_alone(tmp_path, family, fused, beams):
+@pytest.mark.parametrize("family,fused,beams,strategy", [("llama", None, 1, "auto"),
+                                                         ("gpt2", {"c_attn": ["q", "k", "v"]}, 2, "auto"),
+                                                         ("gpt2", {"c_attn": ["q", "k", "v"]}, 2, "per_adapter")])
+def test_decoder_generate_rows_equal_each_adapter_alone(tmp_path, family, fused, beams, strategy):
     """LLaMA (GQA k/v 24 -> 12) greedy, GPT-2 (q and v slices of the fused c_attn) with two beams: generate with
     the KV cache and left padding, token for token as each adapter alone; the first step's logits within 1e-5."""
     base = build(family)
     folders = {name: make_adapter(base, tmp_path / name, seed, scaling=300.0, fused=fused)
                for seed, name in enumerate(["a", "b", "c"])}
-    serve = ff.MixedAdapters(copy.deepcopy(base), folders)
+    serve = ff.MixedAdapters(copy.deepcopy(base), folders, strategy=strategy)
     serve.model.eval()
     batch = padded(6, 7, pad_left=True, seed=1)
     names = ["b", "a", ff.BASE, "c", "a", "b"]
