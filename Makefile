@@ -171,6 +171,7 @@ bench: $(STAMP)
 # base model, PEFT LoRA's adapter_names, a loop over adapters and merging per request (results/bench/serve-*)
 bench-serve: $(STAMP)
 	$(PYTHON) scripts/bench_serve.py
+	$(PYTHON) scripts/bench_serve.py --memory
 
 # The demo's SST-2 and MRPC adapters and the base model served in one mixed batch (offline, a minute on 2 cores).
 demo-serve: $(STAMP)

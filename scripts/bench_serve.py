@@ -197,6 +197,8 @@ def worker(args) -> int:
     contender = Contender(args.method, shape, args.device, args.resident, args.n, Path(args.adapter_dir))
     phases = ["prefill", "decode"] if contender.decoder else ["prefill"]
     ks = [1] if args.method == "floor" else [k for k in KS if k <= args.resident]
+    if not args.steps:  # memory only
+        phases = []
     for phase in phases:
         for k in ks:
             # looping at K=64 is 64 forwards (and 64 dW builds when merging) per step: one step is a long measurement
@@ -267,6 +269,41 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def memory(args) -> int:
+    """Resident adapter memory on the full-depth RoBERTa-base (12 layers, q and v: L = 24), loading only: our
+    coefficient banks against PEFT LoRA r=8's adapters, R at a time, each in its own process."""
+    shape = {**shapes("cuda")["roberta_base"], "seq": 1}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, resident in contenders(args.resident, ["ours_mixed", "lora_peft"]):
+            cmd = [sys.executable, __file__, "--worker", "--method", method, "--resident", str(resident),
+                   "--shape-json", json.dumps(shape), "--device", "cpu", "--steps", "0", "--n", str(args.n),
+                   "--adapter-dir", tmp]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"memory worker {method} R={resident} failed:\n{out.stderr[-3000:]}")
+            report = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"method": method, "resident": resident, "adapter_bytes": report["adapter_bytes"],
+                         "rss_growth_bytes": report["resident_bytes"], "load_s": report["load_s"],
+                         "bytes_per_adapter": report["adapter_bytes"] / resident})
+            print(rows[-1], flush=True)
+    layers = 2 * shape["layers"]
+    name = "serve-memory-" + device_name("cpu")
+    report = {"shape": shape, "n": args.n, "layers_adapted": layers, "n_x_L_x_4": args.n * layers * 4,
+              "git_commit": git_commit(), "torch": torch.__version__, "rows": rows}
+    write_json_atomic(args.out / f"{name}.json", report)
+    lines = ["| method | R resident | adapter bytes | per adapter | RSS growth MiB | load s |", "|" + "---|" * 6]
+    lines += [f"| {r['method']} | {r['resident']:,} | {r['adapter_bytes']:,} | {r['bytes_per_adapter']:,.0f} | "
+              f"{r['rss_growth_bytes'] / 2**20:.1f} | {r['load_s']:.1f} |" for r in rows]
+    md = (f"# Resident adapters on the full-depth RoBERTa-base (12 layers, q and v: L = {layers})\n\nFourierFT "
+          f"n={args.n}: n x L x 4 = {args.n * layers * 4:,} bytes per adapter; PEFT LoRA r=8 (stopped at "
+          f"R={LORA_MOST}, see serve-*.md). Loading only, each row its own process; RSS growth is the process's "
+          "resident memory after loading minus before (the base model excluded).\n\n" + "\n".join(lines) + "\n")
+    write_atomic(args.out / f"{name}.md", md)
+    print(md)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -280,15 +317,19 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--tiny", action="store_true", help="smoke test: tiny shapes")
+    parser.add_argument("--memory", action="store_true",
+                        help="only the resident-memory table on the full-depth RoBERTa-base (no timing)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--shape-json", help=argparse.SUPPRESS)
     parser.add_argument("--adapter-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.steps = args.steps or (3 if args.device == "cuda" else 2)
     if args.worker:
         args.resident = int(args.resident[0])
         return worker(args)
+    if args.memory:
+        return memory(args)
+    args.steps = args.steps or (3 if args.device == "cuda" else 2)
     table = shapes(args.device)
     if args.tiny:
         table = {k: {**v, "hidden": 64, "heads": 4, "ffn": 128, "layers": 1, "seq": 4, "vocab": 100}
