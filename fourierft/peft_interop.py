@@ -131,6 +131,9 @@ def read_peft(model: nn.Module, path) -> tuple[FourierFTConfig, dict, dict, dict
     if config.bias not in ("none", "all"):
         raise ValueError(f"PEFT bias={config.bias!r} is not supported here (accepted: 'none', 'all')")
     tensors = load_file(str(weights))
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{weights} holds NaN or inf in {', '.join(bad[:3])}: refusing to load a diverged adapter")
     entries = {}
     for name in resolve_targets(model, config.target_modules):
         module = model.get_submodule(name)

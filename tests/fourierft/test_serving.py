@@ -240,6 +240,15 @@ def test_peft_fourierft_folders_are_served_as_peft_runs_them(tmp_path):
         for row, name in enumerate(names):
             assert rel_err(mixed[row], references[name](**batch).logits[row]) < 1e-5, name
     assert rel_err(mixed[0], mixed[3]) > 1e-2
+    # a diverged PEFT adapter is refused, as a diverged adapter of ours is
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "p1" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    next(t for k, t in tensors.items() if "spectrum" in k)[0] = float("nan")
+    save_file(tensors, str(weights))
+    with pytest.raises(ValueError, match="holds NaN or inf in .*fourierft_spectrum.*diverged"):
+        serve.add("nan", tmp_path / "p1")
 
 
 def test_bias_trained_inside_an_adapted_layer_and_unknown_strategies_are_refused(tmp_path):
