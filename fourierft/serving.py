@@ -41,6 +41,7 @@ from .config import FourierFTConfig
 from .io import _json_object, read_adapter
 from .layer import SUPPORTED, FourierFTLayer, is_quantized, layer_shape
 from .model import _set_module, fused_blocks
+from .peft_interop import PEFT_CONFIG, read_peft
 from .targets import is_within
 
 BASE = "base"
@@ -295,11 +296,9 @@ class MixedAdapters:
                 group.bank = group.bank[:len(group.names)].clone()
 
     def _read(self, path: Path) -> Adapter:
-        peft_file = path / "adapter_config.json"
+        peft_file = path / PEFT_CONFIG
         peft = peft_file.is_file() and "peft_type" in (_json_object(peft_file) or {})
         if peft:
-            from .peft_interop import read_peft
-
             config, entries, coefficients, trained = read_peft(self.model, path)
         else:
             meta, tensors = read_adapter(path)
