@@ -266,9 +266,12 @@ class MixedAdapters:
         if name in self.where:
             raise ValueError(f"an adapter named {name!r} is already loaded; remove({name!r}) first to replace it")
         adapter = self._read(Path(path))
-        states = self._trained_states(adapter.trained, adapter.entries, path)
+        states, first_seen = self._trained_states(adapter.trained, adapter.entries, path)
         group = next((g for g in self.groups if g.same_transforms(adapter)), None) or self._new_group(adapter)
+        # nothing above changed this object unless it succeeded whole (_new_group checks before it wraps)
         self.where[name] = (group, group.append(name, adapter))
+        for module_name, (module, base) in first_seen.items():
+            self.modules[module_name], self.states[module_name] = module, {BASE: base}
         for module_name, state in states.items():
             self.states[module_name][name] = state
 
@@ -341,15 +344,15 @@ class MixedAdapters:
     def _new_group(self, adapter: Adapter) -> Group:
         device = None
         plans, spans, start = {}, {}, 0
+        new = {n: self.model.get_submodule(n) for n in adapter.entries if n not in self.layers}
+        wrong = {n: type(m).__name__ for n, m in new.items() if not isinstance(m, SUPPORTED)}
+        if wrong:  # checked before any layer is wrapped, so a refused adapter leaves the model as it was
+            raise TypeError(f"modules {wrong} are not served: FourierFT serves torch.nn.Linear and transformers' "
+                            "Conv1D")
+        for layer_name, module in new.items():
+            self.layers[layer_name] = ServedLayer(module)
+            _set_module(self.model, layer_name, self.layers[layer_name])
         for layer_name, entries in adapter.entries.items():
-            if layer_name not in self.layers:
-                module = self.model.get_submodule(layer_name)
-                if not isinstance(module, SUPPORTED):
-                    raise TypeError(f"module {layer_name!r} is a {type(module).__name__}; FourierFT serves "
-                                    "torch.nn.Linear and transformers' Conv1D")
-                served = ServedLayer(module)
-                _set_module(self.model, layer_name, served)
-                self.layers[layer_name] = served
             layer = self.layers[layer_name]
             device = layer.base_layer.weight.device
             entries = entries.to(device)
@@ -365,8 +368,9 @@ class MixedAdapters:
         self.groups.append(group)
         return group
 
-    def _trained_states(self, trained: dict, adapted, path) -> dict[str, dict[str, torch.Tensor]]:
-        """The adapter's fully trained tensors, grouped by the module that owns them (a head)."""
+    def _trained_states(self, trained: dict, adapted, path) -> tuple[dict, dict]:
+        """The adapter's fully trained tensors, grouped by the module that owns them (a head), and the modules
+        among those that no loaded adapter trains yet. Nothing is registered here: add() does it once all passed."""
         by_module: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in trained.items():
             module_name, _, param = key.rpartition(".")
@@ -374,6 +378,7 @@ class MixedAdapters:
                 raise ValueError(f"adapter {path} trains {key} inside an adapted layer (bias='all'): per-row biases "
                                  "of adapted layers are not served; serve it alone (load_adapter) or merged")
             by_module.setdefault(module_name, {})[param] = tensor
+        first_seen = {}  # modules no loaded adapter trains yet: (module, its base tensors)
         for module_name, state in by_module.items():
             module = self.model.get_submodule(module_name)
             if module_name not in self.modules:
@@ -387,12 +392,11 @@ class MixedAdapters:
                 raise ValueError(f"adapter {path} trained {module_name} with shapes {wrong} (adapter's, served "
                                  "model's): rows of one batch share the module's shape (a head for another number "
                                  "of labels cannot be served beside this one)")
-            if module_name not in self.modules:
-                self.modules[module_name] = module
-                self.states[module_name] = {BASE: base}
             device = next(module.parameters()).device
             by_module[module_name] = {p: t.to(device) for p, t in state.items()}
-        return by_module
+            if module_name not in self.modules:
+                first_seen[module_name] = (module, base)
+        return by_module, first_seen
 
     # ---------------------------------------------------------------- serving
     def __call__(self, *args, adapter_names: Sequence[str], **kwargs):

@@ -168,9 +168,13 @@ def test_a_head_of_another_shape_is_refused(tmp_path):
     torch.manual_seed(0)
     two_labels = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=2,
                                                           num_attention_heads=2, intermediate_size=40, num_labels=2))
+    served = [n for n, m in serve.model.named_modules() if isinstance(m, ff.serving.ServedLayer)]
+    # b also trains the pooler (which fits) and has entries of its own: a refusal leaves none of it behind
     with pytest.raises(ValueError, match=r"trained classifier with shapes .*\[2, 24\], \[3, 24\].*another number of"):
-        serve.add("b", make_adapter(two_labels, tmp_path / "b", 2, head=["classifier"]))
-    assert serve.names == [ff.BASE, "a"]
+        serve.add("b", make_adapter(two_labels, tmp_path / "b", 2, head=["bert.pooler", "classifier"], entry_seed=7))
+    assert serve.names == [ff.BASE, "a"] and len(serve.groups) == 1
+    assert list(serve.modules) == ["classifier"] and list(serve.states) == ["classifier"]
+    assert [n for n, m in serve.model.named_modules() if isinstance(m, ff.serving.ServedLayer)] == served
 
 
 def test_adapters_with_other_entries_n_basis_or_targets_are_grouped_in_one_batch(tmp_path):
