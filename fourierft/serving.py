@@ -384,6 +384,7 @@ class MixedAdapters:
             if module_name not in self.modules:
                 base = {p: t.detach().clone() for p, t in module.named_parameters(recurse=True) if p in state}
                 base.update({b: t.detach().clone() for b, t in module.named_buffers() if b in state})
+                first_seen[module_name] = (module, base)
             else:
                 base = self.states[module_name][BASE]
             wrong = {p: (list(t.shape), list(base[p].shape)) for p, t in state.items()
@@ -394,8 +395,6 @@ class MixedAdapters:
                                  "of labels cannot be served beside this one)")
             device = next(module.parameters()).device
             by_module[module_name] = {p: t.to(device) for p, t in state.items()}
-            if module_name not in self.modules:
-                first_seen[module_name] = (module, base)
         return by_module, first_seen
 
     # ---------------------------------------------------------------- serving
