@@ -27,14 +27,35 @@ def is_quantized(module: nn.Module) -> bool:
 
 
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
-    """The (d_out, d_in) float weight of a bitsandbytes 4-bit layer (the only packed format dequantized here)."""
+    """The (d_out, d_in) float weight a bitsandbytes 4-bit layer computes with now (the only packed format
+    dequantized here), also after bitsandbytes has repacked it for its CPU kernel."""
     weight = module.weight
     if hasattr(weight, "quant_state"):
         import bitsandbytes.functional as bnbf
 
-        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
+        data, state = weight.data, weight.quant_state
+        if getattr(state, "packing_format_for_cpu", False):
+            data, state = _canonical_4bit(data, state)
+        return bnbf.dequantize_4bit(data, state)
     raise TypeError(f"cannot dequantize a {type(module).__name__} weight of dtype {weight.dtype} (bitsandbytes 4-bit "
                     "layers only)")
+
+
+def _canonical_4bit(data: torch.Tensor, state):
+    """A 4-bit weight that bitsandbytes' CPU backend repacked on its first forward (with an AVX512-BF16 CPU), back in
+    the layout dequantize_4bit reads; the layer itself is left as it is. bitsandbytes' own inverse puts the 4-bit
+    codes back in place, but leaves a non-nested absmax transposed (wrong rows when a row spans several blocks) and
+    re-quantizes a nested one, so the absmax is taken here as the packed kernel uses it: bf16, one per block."""
+    import copy
+
+    import bitsandbytes.functional as bnbf
+
+    packed_absmax = state.absmax
+    codes, _ = bnbf._convert_weight_packed_for_cpu_inverse(data.clone(), copy.deepcopy(state))
+    canonical = bnbf.QuantState(absmax=packed_absmax.t().reshape(-1).float(), shape=state.shape, code=state.code,
+                                blocksize=state.blocksize, quant_type=state.quant_type,
+                                dtype=getattr(state, "original_dtype", torch.float32))
+    return codes, canonical
 
 
 def check_path(path: str, base_layer: nn.Module) -> None:

@@ -77,3 +77,54 @@ def test_parameter_counts_are_peft_counts_on_a_4bit_base(base_folder):
     # PEFT's own counter, run on this very model (it reads only named_parameters)
     assert ff.trainable_parameters(model) == PeftModel.get_nb_trainable_parameters(model)
     assert ff.trainable_parameters(model)[1] > sum(p.numel() for p in model.parameters())  # not the packed storage
+
+
+def _as_after_a_forward(layer) -> None:
+    """The state bitsandbytes' CPU backend leaves a 4-bit weight in after its first inference forward on a CPU with
+    AVX512-BF16 (its own conversion, the call Linear4bit.forward makes); a CPU without it keeps the canonical layout,
+    and the conversion is made here so that the repacked branch is what the test checks on every machine."""
+    import bitsandbytes.functional as bnbf
+
+    weight = layer.weight
+    if not getattr(weight.quant_state, "packing_format_for_cpu", False):
+        weight.data, weight.quant_state = bnbf._convert_weight_packed_for_cpu(weight.data, weight.quant_state)
+    assert weight.quant_state.packing_format_for_cpu
+
+
+def _weight_the_kernel_uses(layer) -> torch.Tensor:
+    """float64 weight from the canonical 4-bit codes and the absmax rounded to bf16 (what the repacked CPU kernel
+    multiplies by), written from bitsandbytes' public dequantize of the state before any forward."""
+    import copy
+
+    import bitsandbytes.functional as bnbf
+
+    state = copy.deepcopy(layer.weight.quant_state)
+    absmax = bnbf.dequantize_blockwise(state.absmax, state.state2) + state.offset if state.nested else state.absmax
+    plain = bnbf.QuantState(absmax=absmax.float().to(torch.bfloat16).float(), shape=state.shape, code=state.code,
+                            blocksize=state.blocksize, quant_type=state.quant_type, dtype=torch.float32)
+    return bnbf.dequantize_4bit(layer.weight.data.clone(), plain).double()
+
+
+@pytest.mark.parametrize("init", ["zeros", "normal"])
+def test_merge_after_forwards_matches_the_dense_formula(base_folder, init):
+    # down_proj's rows span two 64-wide blocks: a transposed absmax would scale them by the wrong block
+    model, _ = load_4bit(base_folder)
+    ff.apply_fourierft(model, ff.FourierFTConfig(n=40, scaling=300.0, init=init,
+                                                 target_modules=["q_proj", "v_proj", "down_proj"]))
+    layers = dict(ff.fourierft_layers(model))
+    assert any(layer.d_in > layer.base_layer.weight.quant_state.blocksize for layer in layers.values())
+    expected = {}
+    for name, layer in layers.items():
+        delta = reference_delta(layer.entries, layer.coefficients.detach().double(), layer.d_out, layer.d_in,
+                                layer.scaling)
+        expected[name] = _weight_the_kernel_uses(layer.base_layer) + delta
+    ids = torch.randint(0, 50257, (2, 7))
+    model.eval()
+    with torch.no_grad():
+        for _ in range(3):
+            model(ids)
+    for layer in layers.values():
+        _as_after_a_forward(layer.base_layer)
+    ff.merge(model, dequantize=True)
+    for name, layer in layers.items():
+        assert rel_err(layer.base_layer.weight, expected[name]) < 1e-6, name
