@@ -95,8 +95,10 @@ class FourierFTConfig:
                 raise ValueError(f"FourierFTConfig.{key} must be a positive integer, got {value!r}")
         if isinstance(self.entry_seed, bool) or not isinstance(self.entry_seed, int):
             raise ValueError(f"FourierFTConfig.entry_seed must be an integer, got {self.entry_seed!r}")
-        if not isinstance(self.scaling, (int, float)) or not math.isfinite(self.scaling):
-            raise ValueError(f"FourierFTConfig.scaling must be a finite number, got {self.scaling!r}")
+        if isinstance(self.scaling, bool) or not isinstance(self.scaling, (int, float)) \
+                or not math.isfinite(self.scaling) or self.scaling == 0:
+            raise ValueError(f"FourierFTConfig.scaling must be a finite non-zero number, got {self.scaling!r} (at 0, "
+                             "dW is zero whatever the coefficients, and they get no gradient)")
         if self.fc is not None and not (isinstance(self.fc, (int, float)) and math.isfinite(self.fc) and self.fc >= 0):
             raise ValueError("FourierFTConfig.fc must be None (no frequency bias) or a finite number >= 0, "
                              f"got {self.fc!r}")

@@ -38,6 +38,23 @@ def sample_entries(d_out: int, d_in: int, n: int, seed: int, fc: Optional[float]
     return torch.stack([idx // d_in, idx % d_in])
 
 
+def check_entries(entries: torch.Tensor, rows: int, d_in: int, parts: int = 1) -> None:
+    """Refuse entries that are not (2, parts * n) integer positions of a rows x d_in spectrum (a fused projection's
+    adapted parts each hold n entries relative to their own rows): an edited file's out-of-range entry would index
+    another row of the spectrum, or fail deep inside the transform."""
+    if entries.dim() != 2 or entries.shape[0] != 2 or entries.shape[1] == 0 or entries.shape[1] % parts:
+        raise ValueError(f"entries of shape {tuple(entries.shape)}: expected (2, n) spectrum positions"
+                         + (f", n a multiple of the {parts} fused parts" if parts > 1 else ""))
+    if entries.is_floating_point() or entries.is_complex():
+        raise ValueError(f"entries of dtype {entries.dtype}: spectrum positions are integers")
+    for axis, size, what in ((0, rows, "row"), (1, d_in, "column")):
+        bad = (entries[axis] < 0) | (entries[axis] >= size)
+        if bad.any():
+            value = int(entries[axis][bad][0])
+            raise ValueError(f"entries hold {what} {value} ({int(bad.sum())} out of range in all), outside the "
+                             f"{rows}x{d_in} spectrum (rows 0..{rows - 1}, columns 0..{d_in - 1})")
+
+
 def frequency_bias(d_out: int, d_in: int, fc: float, bandwidth: float) -> torch.Tensor:
     """Eq. 5 evaluated at every unshifted spectrum position (d_out x d_in, float64)."""
     dist = torch.sqrt(_centred(d_out)[:, None] ** 2 + _centred(d_in)[None, :] ** 2)

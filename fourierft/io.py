@@ -20,6 +20,8 @@ VERSION = 1
 CONFIG_NAME = "fourierft_adapter.json"
 LEGACY_CONFIG_NAME = "adapter_config.json"  # what format version 1 called it before; still read
 WEIGHTS_NAME = "adapter.safetensors"
+PEFT_CONFIG = "adapter_config.json"  # a PEFT folder's files (fourierft.peft_interop reads and writes them)
+PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
 def base_identity(model: nn.Module) -> dict:
@@ -33,6 +35,30 @@ def base_name_or_path(model: nn.Module):
     return getattr(getattr(model, "config", None), "name_or_path", None) or None
 
 
+def trained_in_full(model: nn.Module, config: FourierFTConfig) -> list[str]:
+    """The parameters an adapter with `config` trains in full: those of its modules_to_save, and every bias with
+    bias="all". An adapter file holds these and nothing else of the base model."""
+    extra = set(modules_to_save(model, config))
+    return [pname for pname, _ in model.named_parameters()
+            if any(is_within(pname.rpartition(".")[0], m) for m in extra)
+            or (config.bias == "all" and pname.endswith("bias"))]
+
+
+def check_declared(model: nn.Module, config: FourierFTConfig, trained: dict, source: str) -> None:
+    """Refuse trained tensors for parameters the adapter does not declare (trained_in_full): an edited file could
+    otherwise overwrite any weight of the base model."""
+    def unwrapped(name: str) -> str:  # a layer's bias as saved from a wrapped model, read into a plain one
+        return name.replace(".base_layer.", ".")
+
+    declared = {unwrapped(n) for n in trained_in_full(model, config)}
+    undeclared = sorted(k for k in trained if unwrapped(k) not in declared)
+    if undeclared:
+        raise ValueError(f"{source} holds trained tensors for {', '.join(undeclared[:3])}"
+                         f"{', ...' if len(undeclared) > 3 else ''}, outside what the adapter declares it trains "
+                         f"(modules_to_save={config.modules_to_save}, bias={config.bias!r}): the file was edited, or "
+                         "is not an adapter of this model")
+
+
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Coefficients per layer, entries once per distinct entry set, and modules_to_save / bias params."""
     config: FourierFTConfig = model.fourierft_config
@@ -40,12 +66,9 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, layer in fourierft_layers(model):
         tensors[f"coefficients/{name}"] = layer.coefficients.detach().float().cpu().contiguous()
         tensors[f"entries/{name}"] = layer.entries.to(torch.int32).cpu().contiguous()
-    extra = set(modules_to_save(model, config))
-    for pname, p in model.named_parameters():
-        owner = pname.rpartition(".")[0]
-        in_saved = any(is_within(owner, m) for m in extra)
-        if in_saved or (config.bias == "all" and pname.endswith("bias")):
-            tensors[f"trained/{pname}"] = p.detach().cpu().contiguous()
+    params = dict(model.named_parameters())
+    for pname in trained_in_full(model, config):
+        tensors[f"trained/{pname}"] = params[pname].detach().cpu().contiguous()
     return tensors
 
 
@@ -65,6 +88,7 @@ def save_adapter(model: nn.Module, path) -> int:
     if any(layer.merged for _, layer in fourierft_layers(model)):
         raise ValueError("unmerge(model) before save_adapter: merged weights hide the trained coefficients")
     path = Path(path)
+    refuse_other_format(path, "fourierft")
     tensors = adapter_tensors(model)
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
@@ -120,18 +144,58 @@ def _is_ours(file: Path) -> bool:
     return (_json_object(file) or {}).get("format") == FORMAT
 
 
+def peft_type(path: Path):
+    """The peft_type of a PEFT adapter folder (its adapter_config.json), else None."""
+    file = Path(path) / PEFT_CONFIG
+    return (_json_object(file) or {}).get("peft_type") if file.is_file() else None
+
+
+def _has_ours(path: Path) -> bool:
+    legacy = path / LEGACY_CONFIG_NAME
+    return (path / CONFIG_NAME).is_file() or (legacy.is_file() and _is_ours(legacy))
+
+
+def folder_format(path) -> str:
+    """"fourierft" (save_adapter's files) or "peft" (a PEFT adapter_config.json): which adapter a folder holds. A
+    folder with both is refused: each reader would take another of the two adapters."""
+    path = Path(path)
+    ours, peft = _has_ours(path), peft_type(path)
+    if ours and peft:
+        raise ValueError(f"{path} holds two adapters, one of fourierft ({CONFIG_NAME}, {WEIGHTS_NAME}) and one of "
+                         f"PEFT ({PEFT_CONFIG}, {PEFT_WEIGHTS}): readers would disagree on which it is; move one "
+                         "of them to a folder of its own")
+    if peft:
+        return "peft"
+    return "fourierft"
+
+
+def refuse_other_format(path: Path, writing: str) -> None:
+    """Writing one format into a folder that holds the other would leave two adapters there: refused, named."""
+    if writing == "fourierft" and (peft_type(path) or (path / PEFT_WEIGHTS).is_file()):
+        raise ValueError(f"{path} holds a PEFT adapter ({PEFT_CONFIG}, {PEFT_WEIGHTS}): save_adapter would put a "
+                         "second adapter beside it, and readers would disagree on which the folder holds; save into "
+                         "another folder, or remove those files first")
+    if writing == "peft" and (_has_ours(path) or (path / WEIGHTS_NAME).is_file()):
+        raise ValueError(f"{path} holds a fourierft adapter ({CONFIG_NAME}, {WEIGHTS_NAME}): export_peft would put "
+                         "a second adapter beside it, and readers would disagree on which the folder holds; export "
+                         "into another folder, or remove those files first")
+
+
 def _config_file(path: Path) -> Path:
     """The folder's config file: ours, else a version-1 adapter_config.json of ours. A PEFT folder, or none at all, is
     an error that says which it is and what to use."""
+    if folder_format(path) == "peft":
+        kind = peft_type(path)
+        if kind == "FOURIERFT":
+            raise ValueError(f"{path} holds a PEFT FourierFT adapter ({PEFT_CONFIG}): load it with "
+                             "fourierft.import_peft(model, folder)")
+        raise ValueError(f"{path} holds a PEFT {kind} adapter ({PEFT_CONFIG}), which fourierft does not read (it "
+                         "reads FourierFT adapters: its own, and PEFT's FOURIERFT through fourierft.import_peft); "
+                         "load it with PEFT itself: peft.PeftModel.from_pretrained(model, folder)")
     if (path / CONFIG_NAME).is_file():
         return path / CONFIG_NAME
-    legacy = path / LEGACY_CONFIG_NAME
-    if legacy.is_file():
-        meta = _json_object(legacy) or {}
-        if meta.get("peft_type"):
-            raise ValueError(f"{path} holds a PEFT adapter ({meta['peft_type']}, {LEGACY_CONFIG_NAME}): load it with "
-                             "fourierft.import_peft(model, folder)")
-        return legacy
+    if (path / LEGACY_CONFIG_NAME).is_file():
+        return path / LEGACY_CONFIG_NAME
     raise FileNotFoundError(f"{path} is not a FourierFT adapter folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
 
 
@@ -235,7 +299,10 @@ def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
                              "exact: load the adapter into the plain base model instead")
         unload(model, merge_weights=False)
     _check_shapes(model, expected["layers"], path)
-    apply_fourierft(model, config, entries=entries)
+    try:
+        apply_fourierft(model, config, entries=entries)
+    except ValueError as e:
+        raise ValueError(f"adapter {path}: {e}; the file was edited or is corrupted") from None
     layers = dict(fourierft_layers(model))
     found = {name: [layer.d_out, layer.d_in] for name, layer in layers.items()}
     if found != expected["layers"]:
@@ -251,6 +318,7 @@ def copy_trained(model: nn.Module, coefficients: dict, trained: dict, source: st
     a model already wrapped with the matching layers; a missing or misshapen tensor is an error naming `source`."""
     layers = dict(fourierft_layers(model))
     params = dict(model.named_parameters())
+    check_declared(model, model.fourierft_config, trained, source)
     with torch.no_grad():
         for name, layer in layers.items():
             coef = coefficients.get(name)

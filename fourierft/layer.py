@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BlockPlan, make_plan
+from .entries import check_entries
 from .plan import Plan
 from .spectral import MergedLinear, SpectralDelta
 
@@ -101,10 +102,13 @@ class FourierFTLayer(nn.Module):
         self.scaling = float(scaling)
         self.path = path
         self.merged = False
+        self._merged_with: Optional[torch.Tensor] = None  # the coefficients and alpha whose dW is inside the weight
+        self._merged_scaling, self._merged_version = self.scaling, 0
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
         self.quantized = is_quantized(base_layer)
         check_path(path, base_layer)
+        self._check_entries(entries)
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)
@@ -113,12 +117,17 @@ class FourierFTLayer(nn.Module):
         self.register_buffer("entries", entries.to(device=device, dtype=torch.long), persistent=False)
         self._plan = None
 
+    def _check_entries(self, entries: torch.Tensor) -> None:
+        rows, parts = (self.blocks[0][1], len(self.blocks)) if self.blocks else (self.d_out, 1)
+        check_entries(entries, rows, self.d_in, parts)
+
     def _apply(self, fn, recurse=True):
         # model.to(torch.bfloat16) casts every floating parameter: the coefficients go back to float32 (they are
         # few, and bf16 would lose them); device moves are kept
+        coefficients = self.coefficients.data
         super()._apply(fn, recurse)
-        if self.coefficients.dtype != torch.float32:
-            self.coefficients.data = self.coefficients.data.float()
+        if self.coefficients.dtype != torch.float32:  # the float32 values themselves, not their bf16 rounding
+            self.coefficients.data = coefficients.to(self.coefficients.device)
         return self
 
     @property
@@ -134,6 +143,9 @@ class FourierFTLayer(nn.Module):
         return self._plan
 
     def set_entries(self, entries: torch.Tensor) -> None:
+        if entries.shape[-1] != self.n:
+            raise ValueError(f"{entries.shape[-1]} entries for the layer's {self.n} coefficients")
+        self._check_entries(entries)
         self.entries = entries.to(device=self.entries.device, dtype=torch.long)
         self._plan = None
 
@@ -163,8 +175,21 @@ class FourierFTLayer(nn.Module):
                 raise RuntimeError("this FourierFT layer is merged (dW is inside the frozen weight), so its "
                                    "coefficients get no gradient: call fourierft.unmerge(model) before training, or "
                                    "model.eval() / torch.no_grad() for inference")
+            self._check_unedited()
             return self.base_layer(x)
         return self._adapted(x, self.coefficients, self.choose_path(x))
+
+    def _check_unedited(self) -> None:
+        """Merged, the weight holds the dW of the coefficients at merge time: an edit since then (an in-place change,
+        a load_state_dict) would be ignored without a word. The version counter makes the usual case free."""
+        if self.coefficients._version == self._merged_version and self.scaling == self._merged_scaling:
+            return
+        edited = not torch.equal(self.coefficients.detach(), self._merged_with.to(self.coefficients.device))
+        if edited or self.scaling != self._merged_scaling:
+            raise RuntimeError("the coefficients (or scaling) of this merged FourierFT layer changed after merge(), "
+                               "so the merged weight no longer matches them: call fourierft.unmerge(model) (it "
+                               "removes exactly the dW that was merged), then merge() again to use the new values")
+        self._merged_version = self.coefficients._version
 
     def _adapted(self, x: torch.Tensor, coef: torch.Tensor, path: str) -> torch.Tensor:
         """The layer's output with coefficients `coef` along `path`."""
@@ -188,8 +213,14 @@ class FourierFTLayer(nn.Module):
                                 "to packed weights. merge(dequantize=True) replaces it by a float Linear holding "
                                 "dequantize(W) + dW; or keep the layers unmerged (the output is the same)")
             self._dequantize_base()
-        self.weight_view().add_(self.delta_weight().to(self.base_layer.weight.dtype))
+        self._merged_with, self._merged_scaling = self.coefficients.detach().clone(), self.scaling
+        self._merged_version = self.coefficients._version
+        self.weight_view().add_(self._merged_delta())
         self.merged = True
+
+    def _merged_delta(self) -> torch.Tensor:
+        merged = self._merged_with.to(self.coefficients.device)
+        return self.plan().delta_weight(merged, self._merged_scaling).to(self.base_layer.weight.dtype)
 
     def _dequantize_base(self) -> None:
         old = self.base_layer
@@ -204,9 +235,10 @@ class FourierFTLayer(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        """Subtract the dW that merge() added (of the coefficients at merge time, whatever they hold now)."""
         if self.merged:
-            self.weight_view().sub_(self.delta_weight().to(self.base_layer.weight.dtype))
-            self.merged = False
+            self.weight_view().sub_(self._merged_delta())
+            self.merged, self._merged_with = False, None
 
     def extra_repr(self) -> str:
         blocks = f", blocks={self.blocks}" if self.blocks else ""

@@ -96,8 +96,12 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
             layer_entries = torch.cat([draw(size, d_in, n, name) for _, size in blocks], dim=1)
         else:
             layer_entries = draw(d_out, d_in, n, name)
-        _set_module(model, name, FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path,
-                                                blocks=blocks, basis=config.basis, basis_seed=config.basis_seed))
+        try:
+            layer = FourierFTLayer(module, layer_entries, config.scaling, config.init, config.path, blocks=blocks,
+                                   basis=config.basis, basis_seed=config.basis_seed)
+        except ValueError as e:
+            raise ValueError(f"module {name!r}: {e}") from None
+        _set_module(model, name, layer)
     for name in modules_to_save(model, config):
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)

@@ -11,13 +11,20 @@ from torch import nn
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .files import atomic_path, write_atomic
-from .io import adapter_tensors, base_name_or_path, copy_trained
+from .io import (
+    CONFIG_NAME,
+    PEFT_CONFIG,
+    PEFT_WEIGHTS,
+    adapter_tensors,
+    base_name_or_path,
+    copy_trained,
+    folder_format,
+    refuse_other_format,
+)
 from .layer import SUPPORTED, layer_shape
 from .model import apply_fourierft, fourierft_layers, n_for
 from .targets import find_modules, is_within, resolve_targets
 
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 CLASSIFIER_HEADS = ("classifier", "score")  # the head names PEFT's SEQ_CLS / TOKEN_CLS tasks add to modules_to_save
 
@@ -91,6 +98,7 @@ def export_peft(model: nn.Module, path) -> None:
 
 
 def _write_atomically(path: Path, config: dict, tensors: dict) -> None:
+    refuse_other_format(path, "peft")
     with atomic_path(path / PEFT_WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     write_atomic(path / PEFT_CONFIG, json.dumps(config, indent=2))
@@ -110,11 +118,18 @@ def read_peft(model: nn.Module, path) -> tuple[FourierFTConfig, dict, dict, dict
     serving for one, counts as the module it wraps)."""
     path = Path(path)
     cfg_file, weights = path / PEFT_CONFIG, path / PEFT_WEIGHTS
+    if folder_format(path) == "fourierft" and (path / CONFIG_NAME).is_file():
+        raise ValueError(f"{path} holds an adapter of fourierft itself: load it with fourierft.load_adapter")
     if not cfg_file.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{path} is not a PEFT adapter folder: it needs {PEFT_CONFIG} and {PEFT_WEIGHTS}")
-    peft_config = json.loads(cfg_file.read_text())
-    if peft_config.get("peft_type") != "FOURIERFT":
-        raise ValueError(f"{cfg_file} holds a {peft_config.get('peft_type')!r} adapter, not FOURIERFT")
+    try:
+        peft_config = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}); the adapter is corrupted") from None
+    if not isinstance(peft_config, dict) or peft_config.get("peft_type") != "FOURIERFT":
+        kind = peft_config.get("peft_type") if isinstance(peft_config, dict) else None
+        raise ValueError(f"{cfg_file} holds a {kind!r} adapter, not FOURIERFT: fourierft reads FourierFT adapters "
+                         "only; load it with PEFT itself: peft.PeftModel.from_pretrained(model, folder)")
     options = ("layers_to_transform", "layers_pattern", "exclude_modules")
     unsupported = {k: peft_config.get(k) for k in options if peft_config.get(k)}
     if unsupported:

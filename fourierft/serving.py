@@ -38,10 +38,11 @@ from torch import nn
 
 from .blocks import BlockPlan, make_plan
 from .config import FourierFTConfig
-from .io import _json_object, read_adapter
+from .entries import check_entries
+from .io import check_declared, folder_format, read_adapter
 from .layer import SUPPORTED, FourierFTLayer, is_quantized, layer_shape
 from .model import _set_module, fused_blocks
-from .peft_interop import PEFT_CONFIG, read_peft
+from .peft_interop import read_peft
 from .targets import is_within
 
 BASE = "base"
@@ -299,9 +300,7 @@ class MixedAdapters:
                 group.bank = group.bank[:len(group.names)].clone()
 
     def _read(self, path: Path) -> Adapter:
-        peft_file = path / PEFT_CONFIG
-        peft = peft_file.is_file() and "peft_type" in (_json_object(peft_file) or {})
-        if peft:
+        if folder_format(path) == "peft":
             config, entries, coefficients, trained = read_peft(self.model, path)
         else:
             meta, tensors = read_adapter(path)
@@ -316,11 +315,17 @@ class MixedAdapters:
         blocks = {}
         for layer_name in entries:
             d_out, d_in = layer_shape(self._module(layer_name))
-            blocks[layer_name] = fused_blocks(layer_name, d_out, d_in, config)
+            blocks[layer_name] = parts = fused_blocks(layer_name, d_out, d_in, config)
+            try:
+                check_entries(entries[layer_name], parts[0][1] if parts else d_out, d_in, len(parts or [1]))
+            except ValueError as e:
+                raise ValueError(f"adapter {path}, module {layer_name!r}: {e}; the file was edited or is "
+                                 "corrupted") from None
             coef = coefficients.get(layer_name)
             if coef is None or coef.numel() != entries[layer_name].shape[1]:
                 raise ValueError(f"adapter {path} has no coefficients for each of the {entries[layer_name].shape[1]} "
                                  f"entries of {layer_name!r}: the file is incomplete or was edited")
+        check_declared(self.model, config, trained, f"adapter {path}")
         # alpha enters linearly: stored as alpha * c, served with alpha 1
         scaled = {n: coefficients[n].float().flatten() * config.scaling for n in entries}
         return Adapter(dict(sorted(entries.items())), scaled, blocks, (config.basis, config.basis_seed), trained)

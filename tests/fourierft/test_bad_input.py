@@ -2,6 +2,7 @@
 file or field, or in a correct result."""
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ from helpers import build, inputs
     ({"target_modules": 5}, "target_modules must be a list of module-name suffixes"),
     ({"modules_to_save": [1]}, r"modules_to_save must hold module names"),
     ({"entry_seed": "x"}, "entry_seed must be an integer"),
-    ({"scaling": float("nan")}, "scaling must be a finite number"),
+    ({"scaling": float("nan")}, "scaling must be a finite non-zero number, got nan"),
+    ({"scaling": 0.0}, r"scaling must be a finite non-zero number, got 0.0 \(at 0, dW is zero"),
+    ({"scaling": True}, "scaling must be a finite non-zero number, got True"),
     ({"fused": {"c_attn": []}}, r"fused\['c_attn'\] must list distinct part names"),
     ({"fused": {"c_attn": ["q", "k"]}, "fused_targets": ["v"]}, r"fused_targets=\['v'\]: \['v'\] is not a part of fused"),
 ])
@@ -247,3 +250,122 @@ def test_quantized_base_layers_refuse_merging():
         ff.merge(model)
     with pytest.raises(TypeError, match="cannot dequantize a Packed weight of dtype torch.uint8"):
         ff.merge(model, dequantize=True)
+
+
+def resign(path, tensors):
+    """Rewrite an adapter's weights and recompute both checksums, as a deliberate tamperer would."""
+    from fourierft.io import _described_sha256, _sha256
+
+    save_file(tensors, str(path / "adapter.safetensors"), metadata={"format": "fourierft-adapter"})
+    meta = rewrite_meta(path, sha256=_sha256(path / "adapter.safetensors"))
+    rewrite_meta(path, config_sha256=_described_sha256(meta))
+
+
+@pytest.mark.parametrize("axis,value,match", [
+    (0, -16368, r"entries hold row -16368 \(1 out of range in all\), outside the 24x24 spectrum"),
+    (1, 24, r"entries hold column 24 \(1 out of range in all\), outside the 24x24 spectrum"),
+])
+def test_resigned_entries_out_of_range_are_refused_by_every_reader(tmp_path, axis, value, match):
+    ff.save_adapter(trained_bert(), tmp_path)
+    tensors = load_file(str(tmp_path / "adapter.safetensors"))
+    key = next(k for k in tensors if k.startswith("entries/"))
+    tensors[key][axis, 2] = value
+    resign(tmp_path, tensors)
+    with pytest.raises(ValueError, match=f"adapter {tmp_path}: module .*{match}.*the file was edited or is corrupted"):
+        ff.load_adapter(build("bert"), tmp_path)
+    with pytest.raises(ValueError, match=f"adapter {tmp_path}, module .*{match}.*the file was edited or is corrupted"):
+        ff.MixedAdapters(build("bert"), {"a": tmp_path})
+
+
+def test_entries_given_by_hand_are_range_checked():
+    with pytest.raises(ValueError, match="entries hold row 5 .* outside the 5x6 spectrum"):
+        ff.FourierFTLayer(nn.Linear(6, 5), torch.tensor([[5, 0], [0, 0]]), scaling=1.0)
+    with pytest.raises(ValueError, match=r"entries of shape \(3, 2\): expected \(2, n\)"):
+        ff.FourierFTLayer(nn.Linear(6, 5), torch.zeros(3, 2, dtype=torch.long), scaling=1.0)
+    layer = ff.FourierFTLayer(nn.Linear(6, 5), ff.sample_entries(5, 6, 4, seed=0), scaling=1.0)
+    with pytest.raises(ValueError, match="entries hold column -1"):
+        layer.set_entries(torch.tensor([[0, 1, 2, 3], [0, 1, 2, -1]]))
+
+
+@pytest.mark.parametrize("modules_to_save,bias,key", [
+    (None, "none", "bert.embeddings.word_embeddings.weight"),  # nothing declared: no base weight may be written
+    (["classifier"], "none", "bert.pooler.dense.weight"),  # a head declared, another module written
+    (None, "all", "bert.pooler.dense.weight"),  # every bias declared, not the weights beside them
+])
+def test_resigned_trained_tensors_outside_the_declared_modules_are_refused(tmp_path, modules_to_save, bias, key):
+    model = trained_bert(modules_to_save=modules_to_save, bias=bias)
+    ff.save_adapter(model, tmp_path)
+    tensors = load_file(str(tmp_path / "adapter.safetensors"))
+    tensors[f"trained/{key}"] = torch.full_like(dict(model.named_parameters())[key], 7.0)
+    resign(tmp_path, tensors)
+    declared = re.escape(f"(modules_to_save={modules_to_save}, bias='{bias}')")
+    for load in (ff.load_adapter, lambda m, p: ff.MixedAdapters(m, {"a": p})):
+        with pytest.raises(ValueError, match=f"holds trained tensors for {key}, outside what the adapter declares "
+                                             f"it trains {declared}"):
+            load(build("bert"), tmp_path)
+
+
+def test_a_resigned_peft_file_cannot_write_undeclared_weights(tmp_path):
+    model = ff.apply_fourierft(build("bert"), ff.FourierFTConfig(n=6, scaling=50.0))
+    ff.export_peft(model, tmp_path)
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    tensors["base_model.model.bert.embeddings.word_embeddings.weight"] = torch.zeros(64, 24)
+    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match="holds trained tensors for bert.embeddings.word_embeddings.weight, outside"):
+        ff.import_peft(build("bert"), tmp_path)
+
+
+def test_a_folder_holds_one_adapter_format(tmp_path):
+    model = trained_bert()
+    ff.export_peft(ff.apply_fourierft(build("bert"), ff.FourierFTConfig(n=6, scaling=50.0)), tmp_path / "peft")
+    with pytest.raises(ValueError, match="holds a PEFT adapter .*save_adapter would put a second adapter beside it"):
+        ff.save_adapter(model, tmp_path / "peft")
+    assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    ff.save_adapter(model, tmp_path / "ours")
+    with pytest.raises(ValueError, match="holds a fourierft adapter .*export_peft would put a second adapter"):
+        ff.export_peft(model, tmp_path / "ours")
+    # a folder that holds both already (written by hand, or by an older version): every reader refuses it, naming both
+    for file in ("adapter.safetensors", "fourierft_adapter.json"):
+        (tmp_path / "peft" / file).write_bytes((tmp_path / "ours" / file).read_bytes())
+    for read in (ff.load_adapter, ff.import_peft, lambda m, p: ff.MixedAdapters(m, {"a": p})):
+        with pytest.raises(ValueError, match="holds two adapters, one of fourierft .* and one of PEFT"):
+            read(build("bert"), tmp_path / "peft")
+
+
+def test_a_peft_lora_folder_is_sent_to_peft(tmp_path):
+    import peft
+
+    lora = peft.get_peft_model(build("bert"), peft.LoraConfig(r=2, target_modules=["query", "value"]))
+    lora.save_pretrained(tmp_path)
+    advice = r"holds a PEFT LORA adapter .*load it with PEFT itself: peft.PeftModel.from_pretrained\(model, folder\)"
+    with pytest.raises(ValueError, match=advice):
+        ff.load_adapter(build("bert"), tmp_path)
+    with pytest.raises(ValueError, match=r"holds a 'LORA' adapter, not FOURIERFT.*peft.PeftModel.from_pretrained"):
+        ff.import_peft(build("bert"), tmp_path)
+
+
+def test_coefficients_edited_while_merged_are_refused_and_unmerge_restores_the_base_exactly():
+    model = trained_bert()
+    weights = {n: layer.base_layer.weight.clone() for n, layer in ff.fourierft_layers(model)}
+    ff.merge(model).eval()
+    logits(model)  # merged, unedited: serves
+    layer = next(layer for _, layer in ff.fourierft_layers(model))
+    with torch.no_grad():
+        layer.coefficients.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"changed after merge\(\).*call fourierft.unmerge\(model\)"):
+        logits(model)
+    ff.unmerge(model)
+    for name, other in ff.fourierft_layers(model):
+        assert torch.allclose(other.base_layer.weight, weights[name], atol=1e-6, rtol=0), name
+    merged_again = logits(ff.merge(model))
+    assert torch.allclose(merged_again, logits(ff.unmerge(model)), atol=1e-5)  # the new coefficients, merged
+
+
+def test_a_merged_model_cast_to_bf16_still_serves():
+    model = ff.merge(trained_bert()).eval()
+    expected = {n: layer.coefficients.detach().clone() for n, layer in ff.fourierft_layers(model)}
+    model.to(torch.bfloat16)
+    for name, layer in ff.fourierft_layers(model):
+        assert torch.equal(layer.coefficients, expected[name])  # float32, and the values themselves
+    with torch.no_grad():
+        model(**{k: v for k, v in inputs("bert").items()})

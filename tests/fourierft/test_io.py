@@ -195,9 +195,11 @@ def test_each_format_is_named_by_the_other_loader(tmp_path):
     with pytest.raises(ValueError, match="Can't find 'adapter_config.json'"):
         PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")
     ff.export_peft(model, tmp_path / "peft")
-    with pytest.raises(ValueError, match=r"holds a PEFT adapter \(FOURIERFT, adapter_config.json\): load it with "
+    with pytest.raises(ValueError, match=r"holds a PEFT FourierFT adapter \(adapter_config.json\): load it with "
                                          r"fourierft.import_peft"):
         ff.load_adapter(copy.deepcopy(base), tmp_path / "peft")
+    with pytest.raises(ValueError, match="holds an adapter of fourierft itself: load it with fourierft.load_adapter"):
+        ff.import_peft(copy.deepcopy(base), tmp_path / "ours")
 
 
 def test_a_folder_saved_before_the_rename_still_loads(tmp_path):
