@@ -1,5 +1,6 @@
 """The suite: Hydra configs (conf/) run through one runner (runner.py) by task families (glue/, e2e/, instruct/,
 vision/) that share experiments/shared/."""
+import re
 from pathlib import PurePath
 
 from omegaconf import OmegaConf
@@ -7,3 +8,8 @@ from omegaconf import OmegaConf
 # ${basename:/models/mpnet-base/} -> mpnet-base: a local model folder names its results (conf/model/local.yaml)
 if not OmegaConf.has_resolver("basename"):
     OmegaConf.register_new_resolver("basename", lambda path: PurePath(str(path).rstrip("/")).name)
+
+# ${folder_name:...}: one folder name made of a config value (Hydra's run folder holds task.name): every character
+# that could add a folder level, or that a shell would need quoted, becomes "_"
+if not OmegaConf.has_resolver("folder_name"):
+    OmegaConf.register_new_resolver("folder_name", lambda value: re.sub(r"[^A-Za-z0-9_.=+-]", "_", str(value)))

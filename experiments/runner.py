@@ -3,6 +3,7 @@ the Trainer with resume, the family's evaluation, the adapter, and one typed res
 metric (validation or dev, never test) to Hydra, negated when it is to be minimised: Hydra's sweepers maximise."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 
@@ -12,12 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from .shared.checkpoints import Checkpoints
+from .shared.disk import OutOfSpace, no_space, out_of_space
 from .shared.family import Family, Selection, TaskDefinition
 from .shared.identity import RunIdentity
 from .shared.lock import run_lock
 from .shared.methods import adapt
 from .shared.provenance import git_commit
-from .shared.results import ResultStore, RunResult, environment, peak_memory_mb, redact
+from .shared.results import ResultStore, RunResult, environment, peak_memory_mb
+from .shared.secrets import redact
 from .shared.trainer import SETTINGS as TRAINER_SETTINGS
 from .shared.trainer import TwoRateTrainer, training_arguments
 from .shared.validate import int_at_least, settings_of, validate
@@ -82,7 +85,8 @@ def run(cfg: DictConfig) -> float:
     # the checkpoint folder is locked too: two runs that share it (one checkpoint_dir, two results_dir) would resume
     # from each other's live checkpoints
     with run_lock(store.file.with_suffix(".lock"), str(store.file)), \
-            run_lock(identity.checkpoints.with_name(identity.checkpoints.name + ".lock"), str(identity.checkpoints)):
+            run_lock(identity.checkpoints.with_name(identity.checkpoints.name + ".lock"), str(identity.checkpoints)), \
+            results_disk(cfg, identity):
         store.remove_stale_temporaries()
         if stored is not None:  # finished, but this configuration takes it further (judging a judge=none run)
             result = family.finish(stored, identity.artifacts)
@@ -99,6 +103,22 @@ def run(cfg: DictConfig) -> float:
     return objective(result)
 
 
+@contextlib.contextmanager
+def results_disk(cfg: DictConfig, identity: RunIdentity):
+    """A full disk while the run writes its results (the adapter, predictions, the results file) names results_dir;
+    one while it writes a checkpoint has named checkpoint_dir already (Checkpoints.train)."""
+    try:
+        yield
+    except OutOfSpace:
+        raise
+    except Exception as e:
+        if not out_of_space(e):
+            raise
+        raise no_space("results_dir", cfg.results_dir, f"the run's results ({identity.artifacts}*)",
+                       "Results are written whole or not at all; a rerun picks up where this one stopped (its last "
+                       "checkpoint, or its evaluated result)") from e
+
+
 def objective(result: dict) -> float:
     """What Hydra maximises for a stored result: its selection value, negated for a loss; NaN where none was made."""
     selection = result["selection"]
@@ -109,7 +129,7 @@ def objective(result: dict) -> float:
 
 def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, commit: str, store):
     """Train and evaluate; the result as a dict, stored as pending by the writer (`store`), or NaN on other ranks."""
-    checkpoints = Checkpoints(identity.checkpoints, tidy=identity.writer)
+    checkpoints = Checkpoints(identity.checkpoints, tidy=identity.writer, checkpoint_dir=identity.checkpoint_dir)
     if cfg.overwrite:
         checkpoints.remove()  # overwrite means train again, not resume
     else:

@@ -24,6 +24,7 @@ def check_command(argv: list[str]) -> None:
     available = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
                        for p in (CONF / "experiment").rglob("*.yaml"))
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    check_quoting(argv)
     for arg in argv:
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
@@ -42,6 +43,23 @@ def check_command(argv: list[str]) -> None:
         from experiments.shared.grid import check_grid
 
         check_grid([a for a in argv if a not in ("-m", "--multirun")])
+
+
+def check_quoting(argv: list[str]) -> None:
+    """Hydra's override grammar takes unquoted values in ASCII only; its lexer error does not say to quote them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or arg.isascii():
+            continue
+        try:
+            parser.parse_override(arg)
+        except HydraException:  # the lexer's, or the parser's OverrideParseException
+            key, _, value = arg.partition("=")
+            sys.exit(f"{arg}: Hydra reads a value with non-ASCII characters only when it is quoted: write "
+                     f"{key}='{value}' (in a shell, \"{key}='{value}'\")")
 
 
 def check_sweep_method(sweep: str, argv: list[str]) -> None:
@@ -79,5 +97,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from experiments.shared.secrets import hide_command_line_secrets
+
+    sys.argv[1:] = hide_command_line_secrets(sys.argv[1:])  # before Hydra records the command line anywhere
     check_command(sys.argv[1:])
     main()

@@ -14,6 +14,8 @@ from transformers import Trainer, TrainerCallback
 
 from fourierft.files import write_atomic
 
+from .disk import no_space, out_of_space
+
 log = logging.getLogger(__name__)
 
 
@@ -21,8 +23,9 @@ class Checkpoints:
     """Trainer checkpoints of one run under `folder`. `tidy`: this process removes what a kill left half-written
     (rank 0 only under several processes)."""
 
-    def __init__(self, folder: Path, tidy: bool = True):
+    def __init__(self, folder: Path, tidy: bool = True, checkpoint_dir=None):
         self.folder, self.tidy = Path(folder), tidy
+        self.checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else self.folder.parent  # the setting
         self.elapsed_file = self.folder / "elapsed.json"
         self.started = time.time()
         self.earlier = 0.0  # seconds spent by the segments before a resume
@@ -69,7 +72,15 @@ class Checkpoints:
         resume = self.last_complete()
         if resume:
             log.info("resuming from %s", resume)
-        output = trainer.train(resume_from_checkpoint=resume)
+        try:
+            output = trainer.train(resume_from_checkpoint=resume)
+        except Exception as e:
+            if not out_of_space(e):
+                raise
+            self.last_complete()  # removes the checkpoint the full disk cut short (rank 0)
+            raise no_space("checkpoint_dir", self.checkpoint_dir, f"a checkpoint into {self.folder}",
+                           "The half-written checkpoint was removed; a rerun resumes from the last complete one "
+                           "(trainer.save_strategy=no saves none)") from e
         if not math.isfinite(output.training_loss):
             raise FloatingPointError(f"training loss is {output.training_loss}: the run diverged; lower method.lr")
 

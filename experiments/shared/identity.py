@@ -107,5 +107,14 @@ def within(root: Path, path: Path) -> Path:
     """`path`, proven to lie under `root` (after resolving links and ".."), else an error."""
     resolved, base = path.resolve(), root.resolve()
     if resolved != base and base not in resolved.parents:
+        lexical, lexical_root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+        if lexical == lexical_root or lexical_root in lexical.parents:  # the names stay inside: a link leads out
+            link = lexical_root
+            for part in lexical.relative_to(lexical_root).parts:
+                link = link / part
+                if link.is_symlink():
+                    break
+            raise ValueError(f"{link} is a symbolic link to {link.resolve()}, outside {root}: the run would write "
+                             "its files there; replace the link by a real folder, or choose another folder")
         raise ValueError(f"{path} would lie outside {root}: a name in the config is not a plain folder name")
     return path

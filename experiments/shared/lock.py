@@ -1,15 +1,43 @@
 """One process per run: a lock file beside the results file, held (flock) while the run works and removed when it
-ends, however it ends. The OS drops the flock of a killed process, so a dead holder's lock is taken over."""
+ends: normally, on an error, or on SIGTERM (what a cluster scheduler or `kill` sends), which is turned into an exit
+that runs the cleanup. Only SIGKILL leaves the file; the OS drops the flock of a killed process, so a dead holder's
+lock is taken over."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 HELD: set[Path] = set()  # the lock files this process holds
+TERMINATED = 128 + signal.SIGTERM  # the exit status a shell reports for a process ended by SIGTERM
+
+log = logging.getLogger(__name__)
+
+
+def _exit_on_sigterm(signum, frame):
+    log.warning("SIGTERM: stopping; the lock is released and a rerun resumes from the last complete checkpoint")
+    raise SystemExit(TERMINATED)
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Inside, SIGTERM raises SystemExit, so that finally blocks (the lock's removal) run. Left alone where a handler
+    is installed already (submitit's, which requeues a preempted job) or outside the main thread."""
+    installs = (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+    if installs:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        if installs:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -24,7 +52,8 @@ def run_lock(path: Path, what: str) -> Iterator[None]:
     handle = _acquire(path, what)
     HELD.add(key)
     try:
-        yield
+        with sigterm_exits():
+            yield
     finally:
         HELD.discard(key)
         try:

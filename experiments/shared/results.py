@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -66,22 +65,6 @@ class RunResult:
     @property
     def display_name(self) -> str:
         return self.report.get("display_name", self.task)
-
-
-# a whole key or its last "_" part: api_key, hf_token, access_token, secret, password (not "tokenizer")
-SECRET = re.compile(r"(.*_)?(api_?key|token|secret|password|credentials?)", re.IGNORECASE)
-REDACTED = "<redacted>"
-
-
-def redact(config):
-    """The config with every value under a secret-looking key (api_key, token, ...) replaced: a results file, a
-    table or a shared folder must never carry a key."""
-    if isinstance(config, dict):
-        return {k: REDACTED if SECRET.fullmatch(str(k)) and v not in (None, "") else redact(v)
-                for k, v in config.items()}
-    if isinstance(config, list):
-        return [redact(v) for v in config]
-    return config
 
 
 def peak_memory_mb() -> dict:

@@ -1,8 +1,11 @@
 """Runs `python -m experiments.train` with a kill injected where FOURIERFT_FAULT says (the resume tests' harness;
-production code knows nothing of it). SIGKILL, as a crash or an out-of-memory kill would. Points:
+production code knows nothing of it). SIGKILL, as a crash or an out-of-memory kill would, unless said. Points:
   step:<N>    after optimizer step N
   checkpoint  mid checkpoint save (optimizer written, trainer_state.json not), a complete checkpoint beside it
   result      mid results write (the temporary file written, not yet renamed into place)
+  term:<N>    SIGTERM after optimizer step N (what a cluster scheduler sends)
+  full:checkpoint  the disk fills up while the second checkpoint's weights are written (safetensors' own error)
+  full:result      the disk fills up while the results file is written
 usage: python tests/experiments/faults.py <experiments.train arguments>"""
 import os
 import runpy
@@ -26,6 +29,12 @@ class KillAfterStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             die()
+
+
+class TermAfterStep(KillAfterStep):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def install() -> None:
@@ -55,6 +64,38 @@ def install() -> None:
             return replace(src, dst, *args, **kwargs)
 
         os.replace = replace_or_die
+    elif POINT.startswith("term:"):
+        train = Trainer.train
+
+        def train_then_term(self, *args, **kwargs):
+            self.add_callback(TermAfterStep(int(POINT.split(":")[1])))
+            return train(self, *args, **kwargs)
+
+        Trainer.train = train_then_term
+    elif POINT == "full:checkpoint":
+        import transformers.modeling_utils as modeling
+        from safetensors import SafetensorError
+
+        save = modeling.safe_save_file
+
+        def save_until_full(tensors, filename, *args, **kwargs):
+            if len(list(Path(filename).parents[1].glob("checkpoint-*"))) > 1:
+                Path(filename).write_bytes(b"\0" * 64)  # what fitted before the disk was full
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+            return save(tensors, filename, *args, **kwargs)
+
+        modeling.safe_save_file = save_until_full
+    elif POINT == "full:result":
+        import errno
+
+        replace = os.replace
+
+        def replace_or_full(src, dst, *args, **kwargs):
+            if str(dst).endswith(".json") and "seed" in Path(dst).name:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return replace(src, dst, *args, **kwargs)
+
+        os.replace = replace_or_full
     elif POINT:
         sys.exit(f"unknown FOURIERFT_FAULT={POINT!r}")
 

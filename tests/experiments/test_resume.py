@@ -70,3 +70,29 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, reference, fault, left_
 def test_an_unknown_fault_point_is_refused(tmp_path):
     proc = train(tmp_path, "run", "stepp:3")
     assert proc.returncode != 0 and "unknown FOURIERFT_FAULT='stepp:3'" in proc.stderr
+
+
+def test_sigterm_removes_the_locks_and_the_rerun_resumes_to_the_same_result(tmp_path, reference):
+    stopped = train(tmp_path, "run", "term:9")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]  # 128 + SIGTERM, as a shell reports it
+    assert "SIGTERM: stopping" in stopped.stdout + stopped.stderr
+    assert any((tmp_path / "run-ckpt").glob("*/checkpoint-6"))  # it stopped mid epoch 2, as meant
+    assert not any(tmp_path.rglob("*.lock"))  # neither the results lock nor the checkpoint folder's
+    rerun = train(tmp_path, "run")
+    assert rerun.returncode == 0 and "resuming from" in rerun.stdout + rerun.stderr, rerun.stderr[-2000:]
+    assert outcome(tmp_path / "run")[:4] == reference[:4]
+
+
+@pytest.mark.parametrize("fault,setting,folder", [("full:checkpoint", "checkpoint_dir", "run-ckpt"),
+                                                  ("full:result", "results_dir", "run")])
+def test_a_full_disk_names_the_folder_and_leaves_nothing_half_written(tmp_path, reference, fault, setting, folder):
+    full = train(tmp_path, "run", fault)
+    assert full.returncode == 1, full.stderr[-2000:]
+    assert f"no space left on the device that holds {setting}={tmp_path / folder} while writing" in full.stderr
+    assert f"set {setting} to a folder on another disk" in full.stderr
+    checkpoints = list((tmp_path / "run-ckpt").glob("*/checkpoint-*"))
+    assert all((c / "trainer_state.json").is_file() for c in checkpoints)  # no half-written checkpoint left
+    assert not any(tmp_path.rglob(".*.tmp")) and not any(tmp_path.rglob("*.lock"))
+    rerun = train(tmp_path, "run")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert outcome(tmp_path / "run")[:4] == reference[:4]

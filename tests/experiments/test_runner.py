@@ -228,7 +228,7 @@ def test_wall_time_counts_the_segments_before_a_resume(tmp_path):
 
 
 def test_secrets_are_redacted_and_nothing_else():
-    from experiments.shared.results import redact
+    from experiments.shared.secrets import redact
 
     config = {"judge": {"api_key": "sk-1", "apikey": "sk-2", "model": "gpt-4", "base_url": "https://x"},
               "model": {"tokenizer": {"package": "minilm"}, "hf_token": "hf_1", "max_tokens": 64},

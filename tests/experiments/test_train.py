@@ -54,6 +54,8 @@ def test_unknown_values_in_code_paths():
     (["-m", "sweep=fc", "method=lora"],
      r"sweep=fc sweeps method=fourierft's settings \(method.bandwidth, method.fc\); it cannot run method=lora"),
     (["-m", "sweep=basis", "method=lora"], r"sweep=basis sweeps method=fourierft's settings \(\+method.basis\)"),
+    (["task.name=café"], r"task.name=café: Hydra reads a value with non-ASCII characters only when it is quoted: "
+                         r"write task.name='café' \(in a shell, \"task.name='café'\"\)"),
 ])
 def test_command_line_mistakes_stop_before_anything_runs(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "experiments.train", *args, f"results_dir={tmp_path}"], cwd=ROOT,
@@ -85,3 +87,46 @@ def test_an_f_c_grid_the_model_cannot_run_is_refused_before_any_job(tmp_path):
             fails = True
         assert fails == (f"method.fc={fc}" in named), fc
     assert "method.fc=0" not in named and named  # some points run, some cannot
+
+
+def train_in(folder, *args, **env):
+    """experiments.train run from `folder` (Hydra's outputs/ and multirun/ are relative to it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=folder, capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env})
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_no_config_value_puts_a_folder_outside_outputs(tmp_path, multirun):
+    here = tmp_path / "a" / "b" / "c" / "d"
+    proc = train_in(here, *(["-m"] if multirun else []), "task.name=../../../../../../escaped_task", "seed=0",
+                    "method.name=../x", "model=tiny_bert", "logger=none", f"results_dir={here / 'results'}")
+    assert proc.returncode != 0 and "task.name='../../../../../../escaped_task' becomes a folder name" in proc.stderr
+    made = [p for p in tmp_path.rglob("*") if p.is_file()]
+    root = here / ("multirun" if multirun else "outputs")
+    assert made and all(root in p.parents for p in made), made  # Hydra's own files, all inside its folder
+    assert any(p.name == "config.yaml" for p in made)
+
+
+def test_a_key_written_into_a_config_file_stops_the_run_before_hydra_writes_it(tmp_path):
+    extra = tmp_path / "conf" / "judge"
+    extra.mkdir(parents=True)
+    (extra / "leaky.yaml").write_text((ROOT / "conf" / "judge" / "openai.yaml").read_text().replace(
+        "${oc.env:OPENAI_API_KEY,null}", "sk-written-into-a-file"))
+    proc = train_in(tmp_path / "run", f"--config-dir={tmp_path / 'conf'}", "judge=leaky", "logger=none")
+    assert proc.returncode != 0
+    assert "judge.api_key holds a key written into a config file, which Hydra would copy into" in proc.stderr
+    assert not (tmp_path / "run" / "outputs").exists()  # refused before Hydra made the run folder
+
+
+def test_a_link_out_of_the_results_folder_is_named_as_a_link(tmp_path):
+    from experiments.shared.identity import within
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "results" / "glue").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'results' / 'glue'} is a symbolic link to "
+                                         f"{tmp_path / 'elsewhere'}, outside {tmp_path / 'results'}"):
+        within(tmp_path / "results", tmp_path / "results" / "glue" / "m" / "rte" / "run.json")
+    with pytest.raises(ValueError, match="would lie outside .*not a plain folder name"):
+        within(tmp_path / "results", tmp_path / "results" / ".." / "escaped.json")

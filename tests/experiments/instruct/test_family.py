@@ -228,7 +228,8 @@ def test_a_run_without_judge_is_judged_later(tmp_path, generation_config, judge_
 
 @pytest.mark.slow
 @needs_data
-def test_no_file_the_suite_writes_holds_the_api_key(tmp_path, judge_server):
+@pytest.mark.parametrize("given", ["environment", "command line", "command line, multirun"])
+def test_no_file_the_suite_writes_holds_the_api_key(tmp_path, judge_server, given):
     import os
     import subprocess
     import sys
@@ -237,13 +238,25 @@ def test_no_file_the_suite_writes_holds_the_api_key(tmp_path, judge_server):
 
     secret = "sk-test-" + os.urandom(8).hex()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"),
-           "OPENAI_API_KEY": secret, "OPENAI_BASE_URL": judge_server}
+           "OPENAI_BASE_URL": judge_server}
+    env.pop("OPENAI_API_KEY", None)
+    args = [f"hydra.run.dir={tmp_path / 'outputs'}"]
+    if given == "environment":
+        env["OPENAI_API_KEY"] = secret
+    else:  # Hydra saves and logs the command line: the key must reach the run and none of those
+        args.append(f"judge.api_key={secret}")
+    if given.endswith("multirun"):
+        args = ["seed=0", f"judge.api_key={secret}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.train", *FAST, *GENERATION_RUN, *local_data(tmp_path), "task=alpaca",
+        [sys.executable, "-m", "experiments.train", *(["-m"] if given.endswith("multirun") else []), *FAST, *GENERATION_RUN, *local_data(tmp_path), "task=alpaca",
          "model=tiny_llama", "method.n=30", "judge=openai", "judge.model=stub", "task.max_questions=1",
-         "task.max_new_tokens=4", f"hydra.run.dir={tmp_path / 'outputs'}"],
+         "task.max_new_tokens=4", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    hydra_files = {p.name for p in tmp_path.rglob("*.yaml")}
+    assert {"config.yaml", "hydra.yaml", "overrides.yaml"} <= hydra_files
+    if given.endswith("multirun"):
+        assert "multirun.yaml" in hydra_files and "#0 : " in proc.stdout + proc.stderr  # the job's console line
     assert _Judge.requests and all(auth == f"Bearer {secret}" for auth, _ in _Judge.requests)  # it was used
     result = json.loads(next((tmp_path / "results").rglob("*seed0.json")).read_text())
     assert result["config"]["judge"]["api_key"] == "<redacted>"
