@@ -7,56 +7,38 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .config import FourierFTConfig
 from .files import atomic_path, write_atomic
-from .model import apply_fourierft, fourierft_layers, modules_to_save, unload
-from .targets import is_within
-
-FORMAT = "fourierft-adapter"
-VERSION = 1
-CONFIG_NAME = "fourierft_adapter.json"
-LEGACY_CONFIG_NAME = "adapter_config.json"  # what format version 1 called it before; still read
-WEIGHTS_NAME = "adapter.safetensors"
-PEFT_CONFIG = "adapter_config.json"  # a PEFT folder's files (fourierft.peft_interop reads and writes them)
-PEFT_WEIGHTS = "adapter_model.safetensors"
+from .model import apply_fourierft, fourierft_layers, unload
+from .reader import (
+    CONFIG_NAME,
+    FORMAT,
+    LEGACY_CONFIG_NAME,
+    PEFT_CONFIG,
+    PEFT_WEIGHTS,
+    VERSION,
+    WEIGHTS_NAME,
+    AdapterFile,
+    base_name_or_path,
+    check_declared,
+    config_file,
+    described_sha256,
+    file_sha256,
+    has_ours,
+    is_ours,
+    peft_type,
+    read,
+    trained_in_full,
+)
 
 
 def base_identity(model: nn.Module) -> dict:
     """What an adapter must find again in the model it is loaded into."""
     layers = {name: [layer.d_out, layer.d_in] for name, layer in fourierft_layers(model)}
     return {"class": type(model).__name__, "name_or_path": base_name_or_path(model), "layers": layers}
-
-
-def base_name_or_path(model: nn.Module):
-    """The hub id or folder a Hugging Face model was loaded from (None when unknown)."""
-    return getattr(getattr(model, "config", None), "name_or_path", None) or None
-
-
-def trained_in_full(model: nn.Module, config: FourierFTConfig) -> list[str]:
-    """The parameters an adapter with `config` trains in full: those of its modules_to_save, and every bias with
-    bias="all". An adapter file holds these and nothing else of the base model."""
-    extra = set(modules_to_save(model, config))
-    return [pname for pname, _ in model.named_parameters()
-            if any(is_within(pname.rpartition(".")[0], m) for m in extra)
-            or (config.bias == "all" and pname.endswith("bias"))]
-
-
-def check_declared(model: nn.Module, config: FourierFTConfig, trained: dict, source: str) -> None:
-    """Refuse trained tensors for parameters the adapter does not declare (trained_in_full): an edited file could
-    otherwise overwrite any weight of the base model."""
-    def unwrapped(name: str) -> str:  # a layer's bias as saved from a wrapped model, read into a plain one
-        return name.replace(".base_layer.", ".")
-
-    declared = {unwrapped(n) for n in trained_in_full(model, config)}
-    undeclared = sorted(k for k in trained if unwrapped(k) not in declared)
-    if undeclared:
-        raise ValueError(f"{source} holds trained tensors for {', '.join(undeclared[:3])}"
-                         f"{', ...' if len(undeclared) > 3 else ''}, outside what the adapter declares it trains "
-                         f"(modules_to_save={config.modules_to_save}, bias={config.bias!r}): the file was edited, or "
-                         "is not an adapter of this model")
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -99,13 +81,13 @@ def save_adapter(model: nn.Module, path) -> int:
     # config describing weights it was not written with
     with atomic_path(path / WEIGHTS_NAME) as weights_tmp:
         save_file(tensors, str(weights_tmp), metadata={"format": FORMAT})
-        digest, size = _sha256(weights_tmp), weights_tmp.stat().st_size
+        digest, size = file_sha256(weights_tmp), weights_tmp.stat().st_size
     meta = {"format": FORMAT, "version": VERSION, "config": model.fourierft_config.to_dict(),
             "base_model": base_identity(model), "sha256": digest, "adapter_bytes": size}
-    meta["config_sha256"] = _described_sha256(meta)
+    meta["config_sha256"] = described_sha256(meta)
     write_atomic(path / CONFIG_NAME, json.dumps(meta, indent=2))
     legacy = path / LEGACY_CONFIG_NAME
-    if legacy.is_file() and _is_ours(legacy):
+    if legacy.is_file() and is_ours(legacy):
         legacy.unlink()  # an older save of ours in the same folder: one config file, not two
     return adapter_bytes(path)
 
@@ -128,45 +110,7 @@ def _dedupe_entries(tensors: dict) -> dict:
 
 def adapter_bytes(path) -> int:
     path = Path(path)
-    return sum((path / f).stat().st_size for f in (_config_file(path).name, WEIGHTS_NAME))
-
-
-def _json_object(file: Path):
-    """The JSON object a file holds, or None (unreadable, not JSON, not an object)."""
-    try:
-        meta = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _is_ours(file: Path) -> bool:
-    return (_json_object(file) or {}).get("format") == FORMAT
-
-
-def peft_type(path: Path):
-    """The peft_type of a PEFT adapter folder (its adapter_config.json), else None."""
-    file = Path(path) / PEFT_CONFIG
-    return (_json_object(file) or {}).get("peft_type") if file.is_file() else None
-
-
-def _has_ours(path: Path) -> bool:
-    legacy = path / LEGACY_CONFIG_NAME
-    return (path / CONFIG_NAME).is_file() or (legacy.is_file() and _is_ours(legacy))
-
-
-def folder_format(path) -> str:
-    """"fourierft" (save_adapter's files) or "peft" (a PEFT adapter_config.json): which adapter a folder holds. A
-    folder with both is refused: each reader would take another of the two adapters."""
-    path = Path(path)
-    ours, peft = _has_ours(path), peft_type(path)
-    if ours and peft:
-        raise ValueError(f"{path} holds two adapters, one of fourierft ({CONFIG_NAME}, {WEIGHTS_NAME}) and one of "
-                         f"PEFT ({PEFT_CONFIG}, {PEFT_WEIGHTS}): readers would disagree on which it is; move one "
-                         "of them to a folder of its own")
-    if peft:
-        return "peft"
-    return "fourierft"
+    return sum((path / f).stat().st_size for f in (config_file(path).name, WEIGHTS_NAME))
 
 
 def refuse_other_format(path: Path, writing: str) -> None:
@@ -175,94 +119,10 @@ def refuse_other_format(path: Path, writing: str) -> None:
         raise ValueError(f"{path} holds a PEFT adapter ({PEFT_CONFIG}, {PEFT_WEIGHTS}): save_adapter would put a "
                          "second adapter beside it, and readers would disagree on which the folder holds; save into "
                          "another folder, or remove those files first")
-    if writing == "peft" and (_has_ours(path) or (path / WEIGHTS_NAME).is_file()):
+    if writing == "peft" and (has_ours(path) or (path / WEIGHTS_NAME).is_file()):
         raise ValueError(f"{path} holds a fourierft adapter ({CONFIG_NAME}, {WEIGHTS_NAME}): export_peft would put "
                          "a second adapter beside it, and readers would disagree on which the folder holds; export "
                          "into another folder, or remove those files first")
-
-
-def _config_file(path: Path) -> Path:
-    """The folder's config file: ours, else a version-1 adapter_config.json of ours. A PEFT folder, or none at all, is
-    an error that says which it is and what to use."""
-    if folder_format(path) == "peft":
-        kind = peft_type(path)
-        if kind == "FOURIERFT":
-            raise ValueError(f"{path} holds a PEFT FourierFT adapter ({PEFT_CONFIG}): load it with "
-                             "fourierft.import_peft(model, folder)")
-        raise ValueError(f"{path} holds a PEFT {kind} adapter ({PEFT_CONFIG}), which fourierft does not read (it "
-                         "reads FourierFT adapters: its own, and PEFT's FOURIERFT through fourierft.import_peft); "
-                         "load it with PEFT itself: peft.PeftModel.from_pretrained(model, folder)")
-    if (path / CONFIG_NAME).is_file():
-        return path / CONFIG_NAME
-    if (path / LEGACY_CONFIG_NAME).is_file():
-        return path / LEGACY_CONFIG_NAME
-    raise FileNotFoundError(f"{path} is not a FourierFT adapter folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-
-
-def _described_sha256(meta: dict) -> str:
-    """sha256 of what the config file says about the weights (config, base model, weights' digest)."""
-    described = {k: meta.get(k) for k in ("format", "version", "config", "base_model", "sha256")}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-
-
-def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_adapter(path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Parse and verify an adapter folder: (metadata, tensors with shared entries expanded)."""
-    path = Path(path)
-    cfg_file, weights = _config_file(path), path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{path} is not a FourierFT adapter folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        meta = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON ({e}); the adapter is corrupted") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        peft = isinstance(meta, dict) and meta.get("peft_type")
-        hint = " (a PEFT adapter: use fourierft.import_peft)" if peft else ""
-        raise ValueError(f"{cfg_file} is not a {FORMAT} file{hint}")
-    missing = [k for k in ("version", "config", "base_model", "sha256") if k not in meta]
-    if missing:
-        raise ValueError(f"{cfg_file} lacks {', '.join(missing)}: the adapter is corrupted or was not written by "
-                         "fourierft.save_adapter")
-    version = meta["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-        integer = isinstance(version, int) and not isinstance(version, bool)
-        kind = "" if integer else f" (a JSON {type(version).__name__})"
-        raise ValueError(f"{cfg_file}: adapter format version {version!r}{kind} is not one this library reads (the "
-                         f"integers 1 to {VERSION}); a newer fourierft wrote it, or the file was edited")
-    base = meta["base_model"]
-    if not (isinstance(base, dict) and isinstance(base.get("class"), str) and isinstance(base.get("layers"), dict)):
-        raise ValueError(f"{cfg_file}: base_model must record the model class and its layers, got {base!r}")
-    if "config_sha256" not in meta:  # every version this library reads writes it: its absence is an edit
-        raise ValueError(f"{cfg_file} lacks config_sha256, which save_adapter always writes: the file was edited, and "
-                         "an edited alpha, n or entry seed would load silently wrong, so it is refused; save the "
-                         "adapter again")
-    if meta["config_sha256"] != _described_sha256(meta):
-        raise ValueError(f"{cfg_file} was edited after it was saved (its config_sha256 no longer matches): an edited "
-                         "alpha, n or entry seed would load silently wrong, so it is refused; save the adapter again")
-    digest = _sha256(weights)
-    if digest != meta.get("sha256"):
-        raise ValueError(f"{weights} is truncated or corrupted: its sha256 {digest[:12]}... does not match "
-                         f"the {meta.get('sha256', '')[:12]}... recorded when it was saved")
-    raw = load_file(str(weights))
-    bad = [k for k, t in raw.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise ValueError(f"{weights} holds NaN or inf in {', '.join(bad[:3])}: refusing to load a diverged adapter")
-    tensors = {}
-    for key, t in raw.items():
-        if key.startswith("entries@"):
-            _, layer, owner = key.split("@")
-            tensors[f"entries/{layer}"] = raw[f"entries/{owner}"]
-        else:
-            tensors[key] = t
-    return meta, tensors
 
 
 def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
@@ -282,35 +142,29 @@ def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
         FileNotFoundError / ValueError: not an adapter folder, corrupted (sha256), or saved for another base model
             (class, module names or shapes differ).
     """
-    meta, tensors = read_adapter(path)
-    config = FourierFTConfig.from_dict(meta["config"])
-    expected = meta["base_model"]
-    if type(model).__name__ != expected["class"]:
-        raise ValueError(f"adapter {path} was saved for a {expected['class']}, not a {type(model).__name__}")
-    recorded, ours = _checkpoint_name(expected.get("name_or_path")), _checkpoint_name(base_name_or_path(model))
-    if check_base and recorded and ours and recorded != ours:
-        raise ValueError(f"adapter {path} was trained on {expected['name_or_path']!r}, but this model was loaded from "
-                         f"{base_name_or_path(model)!r}; load_adapter(..., check_base=False) if that is intended")
-    entries = {k[len("entries/"):]: v.long() for k, v in tensors.items() if k.startswith("entries/")}
+    file = read(model, path, formats=("fourierft",), check_base=check_base)
     if hasattr(model, "fourierft_config"):
         layers = list(fourierft_layers(model))
         if any(layer.merged and layer.base_layer.weight.dtype != torch.float32 for _, layer in layers):
             raise ValueError("this model has merged FourierFT layers in reduced precision, where unmerging is not "
                              "exact: load the adapter into the plain base model instead")
         unload(model, merge_weights=False)
-    _check_shapes(model, expected["layers"], path)
+    return adapt(model, file)
+
+
+def adapt(model: nn.Module, file: AdapterFile) -> nn.Module:
+    """Wrap a plain base model with the adapter `file` holds: its entries, coefficients and trained tensors."""
     try:
-        apply_fourierft(model, config, entries=entries)
+        apply_fourierft(model, file.config, entries=file.entries)
     except ValueError as e:
-        raise ValueError(f"adapter {path}: {e}; the file was edited or is corrupted") from None
+        edited = "; the file was edited or is corrupted" if file.layers is not None else ""
+        raise ValueError(f"{file.source}: {e}{edited}") from None
     layers = dict(fourierft_layers(model))
     found = {name: [layer.d_out, layer.d_in] for name, layer in layers.items()}
-    if found != expected["layers"]:
-        raise ValueError(f"adapter {path} targets modules {_describe(expected['layers'])} but this model's "
-                         f"FourierFT layers are {_describe(found)}")
-    coefficients = {name: tensors.get(f"coefficients/{name}") for name in layers}
-    trained = {key[len("trained/"):]: t for key, t in tensors.items() if key.startswith("trained/")}
-    return copy_trained(model, coefficients, trained, f"adapter {path}")
+    if file.layers is not None and found != file.layers:
+        raise ValueError(f"{file.source} targets modules {_describe(file.layers)} but this model's FourierFT layers "
+                         f"are {_describe(found)}")
+    return copy_trained(model, {name: file.coefficients.get(name) for name in layers}, file.trained, file.source)
 
 
 def copy_trained(model: nn.Module, coefficients: dict, trained: dict, source: str) -> nn.Module:
@@ -333,28 +187,6 @@ def copy_trained(model: nn.Module, coefficients: dict, trained: dict, source: st
                                  "or shapes differently")
             params[pname].copy_(t)
     return model
-
-
-def _check_shapes(model: nn.Module, layers: dict, path) -> None:
-    from .layer import SUPPORTED, layer_shape
-
-    modules = dict(model.named_modules())
-    for name, shape in layers.items():
-        module = modules.get(name)
-        if module is None or not isinstance(module, SUPPORTED) or list(layer_shape(module)) != shape:
-            if module is None:
-                got = "missing"
-            elif isinstance(module, SUPPORTED):
-                got = f"{type(module).__name__} {list(layer_shape(module))}"
-            else:
-                got = type(module).__name__
-            raise ValueError(f"adapter {path} expects module {name!r} of shape [d_out, d_in]={shape}, "
-                             f"but in this {type(model).__name__} it is {got}: wrong base model?")
-
-
-def _checkpoint_name(name_or_path) -> str:
-    """"FacebookAI/roberta-base" and "/models/roberta-base/" both name roberta-base."""
-    return str(name_or_path).rstrip("/").rpartition("/")[2] if name_or_path else ""
 
 
 def _describe(layers: dict) -> str:

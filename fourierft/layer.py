@@ -4,79 +4,14 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BlockPlan, make_plan
-from .entries import check_entries
 from .plan import Plan
 from .spectral import MergedLinear, SpectralDelta
-
-try:  # transformers is optional: only needed to recognise GPT-2's Conv1D
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = None
-
-SUPPORTED = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
+from .wrapped import WrappedLayer, check_path, dequantized_weight
 
 
-def is_quantized(module: nn.Module) -> bool:
-    """A layer whose weight is packed (bitsandbytes Linear4bit / Linear8bitLt): its forward works, its weight is not
-    a (d_out, d_in) float matrix that dW could be added to."""
-    weight = module.weight
-    return not weight.is_floating_point() or hasattr(weight, "quant_state") or hasattr(weight, "SCB")
-
-
-def dequantized_weight(module: nn.Module) -> torch.Tensor:
-    """The (d_out, d_in) float weight a bitsandbytes 4-bit layer computes with now (the only packed format
-    dequantized here), also after bitsandbytes has repacked it for its CPU kernel."""
-    weight = module.weight
-    if hasattr(weight, "quant_state"):
-        import bitsandbytes.functional as bnbf
-
-        data, state = weight.data, weight.quant_state
-        if getattr(state, "packing_format_for_cpu", False):
-            data, state = _canonical_4bit(data, state)
-        return bnbf.dequantize_4bit(data, state)
-    raise TypeError(f"cannot dequantize a {type(module).__name__} weight of dtype {weight.dtype} (bitsandbytes 4-bit "
-                    "layers only)")
-
-
-def _canonical_4bit(data: torch.Tensor, state):
-    """A 4-bit weight that bitsandbytes' CPU backend repacked on its first forward (with an AVX512-BF16 CPU), back in
-    the layout dequantize_4bit reads; the layer itself is left as it is. bitsandbytes' own inverse puts the 4-bit
-    codes back in place, but leaves a non-nested absmax transposed (wrong rows when a row spans several blocks) and
-    re-quantizes a nested one, so the absmax is taken here as the packed kernel uses it: bf16, one per block."""
-    import copy
-
-    import bitsandbytes.functional as bnbf
-
-    packed_absmax = state.absmax
-    codes, _ = bnbf._convert_weight_packed_for_cpu_inverse(data.clone(), copy.deepcopy(state))
-    canonical = bnbf.QuantState(absmax=packed_absmax.t().reshape(-1).float(), shape=state.shape, code=state.code,
-                                blocksize=state.blocksize, quant_type=state.quant_type,
-                                dtype=getattr(state, "original_dtype", torch.float32))
-    return codes, canonical
-
-
-def check_path(path: str, base_layer: nn.Module) -> None:
-    """Refuse the merged path over a packed weight (it adds dW to the weight inside one GEMM)."""
-    if path == "merged" and is_quantized(base_layer):
-        raise ValueError("path='merged' adds dW to the weight in one GEMM, which a quantized base layer "
-                         f"({type(base_layer).__name__}) cannot do; use path='auto', 'dense' or 'spectral'")
-
-
-def layer_shape(module: nn.Module) -> tuple[int, int]:
-    """(d_out, d_in) of a supported layer; Conv1D stores its weight as (d_in, d_out)."""
-    if isinstance(module, nn.Linear):
-        return module.out_features, module.in_features
-    if Conv1D is not None and isinstance(module, Conv1D):
-        d_in, d_out = module.weight.shape
-        return d_out, d_in
-    raise TypeError(f"unsupported module type {type(module).__name__}")
-
-
-class FourierFTLayer(nn.Module):
+class FourierFTLayer(WrappedLayer):
     """A frozen Linear or Conv1D (`base_layer`) plus dW = scaling * Re(ifft2(S)), S holding `coefficients` at
     `entries`.
 
@@ -95,10 +30,7 @@ class FourierFTLayer(nn.Module):
     def __init__(self, base_layer: nn.Module, entries: torch.Tensor, scaling: float, init: str = "normal",
                  path: str = "auto", blocks: Optional[list[tuple[int, int]]] = None, basis: str = "fourier",
                  basis_seed: int = 0):
-        super().__init__()
-        self.base_layer = base_layer
-        self.d_out, self.d_in = layer_shape(base_layer)
-        self.transposed = not isinstance(base_layer, nn.Linear)
+        super().__init__(base_layer)
         self.scaling = float(scaling)
         self.path = path
         self.merged = False
@@ -106,9 +38,8 @@ class FourierFTLayer(nn.Module):
         self._merged_scaling, self._merged_version = self.scaling, 0
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
-        self.quantized = is_quantized(base_layer)
         check_path(path, base_layer)
-        self._check_entries(entries)
+        self.check_entries(entries, self.blocks)
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)
@@ -116,10 +47,6 @@ class FourierFTLayer(nn.Module):
         self.coefficients = nn.Parameter(coef.to(device))
         self.register_buffer("entries", entries.to(device=device, dtype=torch.long), persistent=False)
         self._plan = None
-
-    def _check_entries(self, entries: torch.Tensor) -> None:
-        rows, parts = (self.blocks[0][1], len(self.blocks)) if self.blocks else (self.d_out, 1)
-        check_entries(entries, rows, self.d_in, parts)
 
     def _apply(self, fn, recurse=True):
         # model.to(torch.bfloat16) casts every floating parameter: the coefficients go back to float32 (they are
@@ -136,25 +63,15 @@ class FourierFTLayer(nn.Module):
 
     def plan(self) -> Plan:
         if self._plan is None or self._plan.device != self.entries.device:
-            if self.blocks:
-                self._plan = BlockPlan(self.entries, self.d_out, self.d_in, self.blocks, self.basis, self.basis_seed)
-            else:
-                self._plan = make_plan(self.entries, self.d_out, self.d_in, self.basis, self.basis_seed)
+            self._plan = self.plan_for(self.entries, self.blocks, self.basis, self.basis_seed)
         return self._plan
 
     def set_entries(self, entries: torch.Tensor) -> None:
         if entries.shape[-1] != self.n:
             raise ValueError(f"{entries.shape[-1]} entries for the layer's {self.n} coefficients")
-        self._check_entries(entries)
+        self.check_entries(entries, self.blocks)
         self.entries = entries.to(device=self.entries.device, dtype=torch.long)
         self._plan = None
-
-    def weight_view(self) -> torch.Tensor:
-        """The frozen weight as (d_out, d_in), a view (no copy) for Conv1D; dequantized (a copy) when quantized."""
-        if self.quantized:
-            return dequantized_weight(self.base_layer)
-        w = self.base_layer.weight
-        return w.t() if self.transposed else w
 
     def delta_weight(self) -> torch.Tensor:
         """alpha * Re(ifft2(S)) as (d_out, d_in) float32."""
@@ -194,8 +111,7 @@ class FourierFTLayer(nn.Module):
     def _adapted(self, x: torch.Tensor, coef: torch.Tensor, path: str) -> torch.Tensor:
         """The layer's output with coefficients `coef` along `path`."""
         if path == "dense":
-            delta = self.plan().dense_delta_weight(coef, self.scaling)
-            return self.base_layer(x) + F.linear(x, delta.to(x.dtype))
+            return self.with_delta(x, self.plan().dense_delta_weight(coef, self.scaling))
         if path == "spectral":
             return self.base_layer(x) + SpectralDelta.apply(x, coef, self.plan(), self.scaling)
         return MergedLinear.apply(x, coef, self.weight_view(), self.base_layer.bias, self.plan(), self.scaling)

@@ -9,8 +9,9 @@ from torch import nn
 
 from .config import FourierFTConfig
 from .entries import sample_entries
-from .layer import SUPPORTED, FourierFTLayer, check_path, layer_shape
+from .layer import FourierFTLayer
 from .targets import describe_names, find_modules, is_suffix, matches_regex_suffix, resolve_targets
+from .wrapped import SUPPORTED, check_path, layer_shape
 
 
 def n_for(name: str, config: FourierFTConfig) -> int:
@@ -101,7 +102,7 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
                                    basis=config.basis, basis_seed=config.basis_seed)
         except ValueError as e:
             raise ValueError(f"module {name!r}: {e}") from None
-        _set_module(model, name, layer)
+        set_module(model, name, layer)
     for name in modules_to_save(model, config):
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
@@ -124,7 +125,7 @@ def modules_to_save(model: nn.Module, config: FourierFTConfig) -> list[str]:
     return names
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
@@ -158,7 +159,7 @@ def unload(model: nn.Module, merge_weights: bool = True, dequantize: bool = Fals
             layer.merge(dequantize)
         else:
             layer.unmerge()
-        _set_module(model, name, layer.base_layer)
+        set_module(model, name, layer.base_layer)
     if hasattr(model, "fourierft_config"):
         del model.fourierft_config
     return model

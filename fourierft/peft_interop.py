@@ -5,29 +5,16 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .files import atomic_path, write_atomic
-from .io import (
-    CONFIG_NAME,
-    PEFT_CONFIG,
-    PEFT_WEIGHTS,
-    adapter_tensors,
-    base_name_or_path,
-    copy_trained,
-    folder_format,
-    refuse_other_format,
-)
-from .layer import SUPPORTED, layer_shape
-from .model import apply_fourierft, fourierft_layers, n_for
-from .targets import find_modules, is_within, resolve_targets
-
-PREFIX = "base_model.model."
-CLASSIFIER_HEADS = ("classifier", "score")  # the head names PEFT's SEQ_CLS / TOKEN_CLS tasks add to modules_to_save
-
+from .io import adapt, adapter_tensors, refuse_other_format
+from .model import fourierft_layers
+from .reader import CLASSIFIER_HEADS, PEFT_CONFIG, PEFT_WEIGHTS, PREFIX, base_name_or_path, read
+from .targets import find_modules, is_within
 
 # PEFT's task types by the transformers head class name's ending (AutoPeftModel needs one to pick the class)
 TASK_TYPES = (("ForCausalLM", "CAUSAL_LM"), ("ForSequenceClassification", "SEQ_CLS"),
@@ -106,57 +93,6 @@ def _write_atomically(path: Path, config: dict, tensors: dict) -> None:
 
 def import_peft(model: nn.Module, path) -> nn.Module:
     """Wrap a plain base model with a PEFT FourierFT adapter folder (saved by PEFT or export_peft)."""
-    config, entries, coefficients, trained = read_peft(model, path)
-    apply_fourierft(model, config, entries=entries)
-    missing = {name: None for name, _ in fourierft_layers(model) if name not in coefficients}
-    return copy_trained(model, {**coefficients, **missing}, trained, str(Path(path) / PEFT_WEIGHTS))
+    return adapt(model, read(model, path, formats=("peft",)))
 
 
-def read_peft(model: nn.Module, path) -> tuple[FourierFTConfig, dict, dict, dict]:
-    """A PEFT FourierFT folder as (config, entries, coefficients, trained tensors) for `model`: the entries are
-    what PEFT regenerates from its seed for the model's targeted modules (a module already wrapped, by FourierFT
-    serving for one, counts as the module it wraps)."""
-    path = Path(path)
-    cfg_file, weights = path / PEFT_CONFIG, path / PEFT_WEIGHTS
-    if folder_format(path) == "fourierft" and (path / CONFIG_NAME).is_file():
-        raise ValueError(f"{path} holds an adapter of fourierft itself: load it with fourierft.load_adapter")
-    if not cfg_file.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{path} is not a PEFT adapter folder: it needs {PEFT_CONFIG} and {PEFT_WEIGHTS}")
-    try:
-        peft_config = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON ({e}); the adapter is corrupted") from None
-    if not isinstance(peft_config, dict) or peft_config.get("peft_type") != "FOURIERFT":
-        kind = peft_config.get("peft_type") if isinstance(peft_config, dict) else None
-        raise ValueError(f"{cfg_file} holds a {kind!r} adapter, not FOURIERFT: fourierft reads FourierFT adapters "
-                         "only; load it with PEFT itself: peft.PeftModel.from_pretrained(model, folder)")
-    options = ("layers_to_transform", "layers_pattern", "exclude_modules")
-    unsupported = {k: peft_config.get(k) for k in options if peft_config.get(k)}
-    if unsupported:
-        raise ValueError(f"PEFT options {unsupported} have no counterpart here; re-target the adapter without them")
-    modules = list(dict.fromkeys(peft_config.get("modules_to_save") or []))
-    if peft_config.get("task_type") in ("SEQ_CLS", "TOKEN_CLS"):
-        # PEFT adds every classifier name it knows ("classifier", "score") to modules_to_save, whichever the model has
-        modules = [m for m in modules if m not in CLASSIFIER_HEADS or find_modules(model, [m])]
-    config = FourierFTConfig(
-        n=peft_config["n_frequency"], scaling=peft_config["scaling"], entry_seed=peft_config["random_loc_seed"],
-        target_modules=peft_config["target_modules"], modules_to_save=modules or None,
-        bias=peft_config.get("bias", "none"), n_pattern=peft_config.get("n_frequency_pattern") or {},
-        init="zeros" if peft_config.get("init_weights") else "normal")
-    if config.bias not in ("none", "all"):
-        raise ValueError(f"PEFT bias={config.bias!r} is not supported here (accepted: 'none', 'all')")
-    tensors = load_file(str(weights))
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise ValueError(f"{weights} holds NaN or inf in {', '.join(bad[:3])}: refusing to load a diverged adapter")
-    entries = {}
-    for name in resolve_targets(model, config.target_modules):
-        module = model.get_submodule(name)
-        module = getattr(module, "base_layer", module)
-        if isinstance(module, SUPPORTED):
-            d_out, d_in = layer_shape(module)
-            entries[name] = sample_entries(d_out, d_in, n_for(name, config), config.entry_seed)  # PEFT's rule
-    coefficients = {name: tensors.pop(f"{PREFIX}{name}.fourierft_spectrum") for name in entries
-                    if f"{PREFIX}{name}.fourierft_spectrum" in tensors}
-    trained = {key.removeprefix(PREFIX): t for key, t in tensors.items()}
-    return config, entries, coefficients, trained

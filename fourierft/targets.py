@@ -7,7 +7,7 @@ from typing import Optional, Union
 
 from torch import nn
 
-from .layer import SUPPORTED
+from .wrapped import SUPPORTED
 
 # query/value projections per model family (PEFT's default-target table), tried in order, the most specific names
 # first: BERT/RoBERTa/ELECTRA (and transformers-4 ViT); LLaMA/Mistral/Qwen/Gemma/OPT/BART (and transformers-5 ViT);

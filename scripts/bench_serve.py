@@ -32,6 +32,7 @@ import fourierft as ff  # noqa: E402
 from experiments.shared.provenance import git_commit  # noqa: E402
 from experiments.shared.results import write_json_atomic  # noqa: E402
 from fourierft.files import write_atomic  # noqa: E402
+from fourierft.reader import read_adapter  # noqa: E402
 
 ROWS = 64
 KS = (1, 8, 64)
@@ -95,7 +96,7 @@ class Contender:
             # without re-reading files)
             self.model = ff.load_adapter(model, folders[0])
             layers = dict(ff.fourierft_layers(self.model))
-            sets = [ff.io.read_adapter(f)[1] for f in folders[:min(resident, DISTINCT)]]
+            sets = [read_adapter(f)[1] for f in folders[:min(resident, DISTINCT)]]
             self.sets = [{n: sets[i % len(sets)][f"coefficients/{n}"] for n in layers} for i in range(resident)]
             self.layers = layers
         elif method == "lora_peft":

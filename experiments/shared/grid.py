@@ -47,8 +47,8 @@ def layer_shapes(cfg) -> set[tuple[int, int]]:
     from hydra.utils import instantiate
     from transformers import AutoModel
 
-    from fourierft.layer import layer_shape
     from fourierft.targets import resolve_targets
+    from fourierft.wrapped import layer_shape
 
     backbone = instantiate(cfg.model)
     try:

@@ -169,7 +169,8 @@ def test_nan_coefficients_are_neither_saved_nor_loaded(tmp_path):
     key = next(k for k in tensors if k.startswith("coefficients/"))
     tensors[key][0] = float("inf")
     save_file(tensors, str(tmp_path / "adapter.safetensors"), metadata={"format": "fourierft-adapter"})
-    from fourierft.io import _described_sha256, _sha256
+    from fourierft.reader import described_sha256 as _described_sha256
+    from fourierft.reader import file_sha256 as _sha256
 
     meta = rewrite_meta(tmp_path, sha256=_sha256(tmp_path / "adapter.safetensors"))
     rewrite_meta(tmp_path, config_sha256=_described_sha256(meta))
@@ -202,7 +203,7 @@ def test_wrongly_typed_adapter_fields(tmp_path, field, value, match):
     ff.save_adapter(trained_bert(), tmp_path)
     meta = json.loads((tmp_path / "fourierft_adapter.json").read_text())
     meta[field] = value
-    from fourierft.io import _described_sha256
+    from fourierft.reader import described_sha256 as _described_sha256
 
     meta["config_sha256"] = _described_sha256(meta)  # as a hand-written file: the field checks must still catch it
     (tmp_path / "fourierft_adapter.json").write_text(json.dumps(meta))
@@ -254,7 +255,8 @@ def test_quantized_base_layers_refuse_merging():
 
 def resign(path, tensors):
     """Rewrite an adapter's weights and recompute both checksums, as a deliberate tamperer would."""
-    from fourierft.io import _described_sha256, _sha256
+    from fourierft.reader import described_sha256 as _described_sha256
+    from fourierft.reader import file_sha256 as _sha256
 
     save_file(tensors, str(path / "adapter.safetensors"), metadata={"format": "fourierft-adapter"})
     meta = rewrite_meta(path, sha256=_sha256(path / "adapter.safetensors"))

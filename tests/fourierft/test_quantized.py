@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fourierft as ff
-from fourierft.layer import dequantized_weight
+from fourierft.wrapped import dequantized_weight
 
 from helpers import load_4bit, reference_delta, rel_err
 
