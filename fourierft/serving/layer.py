@@ -64,15 +64,15 @@ class Rows:
     """One group's share of a batch: which rows use it and their bank rows; expanded on demand for generate's beams
     (which repeat each request's row), and the gathered coefficients cached per batch size."""
 
-    def __init__(self, group: Group, keys: list[int], strategy: str):
-        self.group, self.strategy = group, strategy
+    def __init__(self, group: Group, keys: list[int], strategy: str, expand: int = 1):
+        self.group, self.strategy, self.expand = group, strategy, expand
         device = group.bank.device
         self.keys = torch.tensor(keys, device=device)  # per request: bank row, -1 for rows of other groups
         self.cache: dict[int, Picked | None] = {}
 
     def for_batch(self, size: int):
         if size not in self.cache:
-            keys = expand_rows(self.keys, size, "a served layer")
+            keys = expand_rows(self.keys, size, self.expand, "a served layer")
             mine = keys >= 0
             if not mine.any():
                 self.cache[size] = None
@@ -116,11 +116,14 @@ class Picked:
         return [(index, self.gathered[first, columns]) for index, first in self.split]
 
 
-def expand_rows(index: torch.Tensor, rows: int, what: str) -> torch.Tensor:
-    """`index` (one entry per request) for a tensor of `rows` rows: generate's beam search and num_return_sequences
-    repeat each request's row consecutively."""
+def expand_rows(index: torch.Tensor, rows: int, expand: int, what: str) -> torch.Tensor:
+    """`index` (one entry per request) for a tensor of `rows` rows: the requests themselves, or each repeated
+    `expand` times in a row (generate's beams or returned sequences; MixedAdapters.generate knows how many). Any
+    other count is an error: a divisor of the rows is never taken for a repetition."""
     if rows == len(index):
         return index
-    if rows % len(index):
-        raise ValueError(f"{what} sees {rows} rows for {len(index)} adapter_names: give one name per batch row")
-    return index.repeat_interleave(rows // len(index))
+    if expand > 1 and rows == len(index) * expand:
+        return index.repeat_interleave(expand)
+    raise ValueError(f"{what} sees {rows} rows for {len(index)} adapter_names"
+                     + (f" (x{expand} for generate's beams or sequences)" if expand > 1 else "")
+                     + ": give one name per batch row")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,16 @@ BASE = "base"
 STRATEGIES = ("auto", "shared", "per_adapter")
 
 
+def batch_rows(args: tuple, kwargs: dict) -> int | None:
+    """The number of rows the caller passed (input_ids, inputs_embeds, pixel_values, ... or the first positional
+    tensor); None when no tensor says."""
+    for key in ("input_ids", "inputs_embeds", "pixel_values", "input_features", "attention_mask"):
+        if torch.is_tensor(kwargs.get(key)):
+            return kwargs[key].shape[0]
+    first = next((a for a in args if torch.is_tensor(a)), None)
+    return None if first is None else first.shape[0]
+
+
 class MixedAdapters:
     """A base model serving several FourierFT adapters at once, each row of a batch with its own.
 
@@ -31,7 +42,8 @@ class MixedAdapters:
     with per-row coefficients) or "per_adapter" (always one dW per adapter present).
 
     One batch at a time: the rows of a call are set on the model's layers for its duration (as PEFT's adapter_names
-    are), so concurrent calls need a MixedAdapters (and model) each.
+    are), so calls from several threads are served one after the other (a lock), and add / remove wait for the call
+    in progress. Requests that arrive together are served faster batched into one call.
     """
 
     def __init__(self, model: nn.Module, adapters: dict[str, str | Path] | None = None, strategy: str = "auto"):
@@ -41,6 +53,7 @@ class MixedAdapters:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
         self.model, self.strategy = model, strategy
+        self.lock = threading.RLock()  # one call (or add / remove) at a time: the rows live on the shared layers
         self.base_class = type(model).__name__
         self.groups: list[Group] = []
         self.where: dict[str, tuple[Group, int]] = {}  # name -> (group, bank row)
@@ -60,9 +73,13 @@ class MixedAdapters:
         """Make the adapter saved at `path` (save_adapter's folder, or a PEFT FourierFT folder) available as `name`."""
         if not isinstance(name, str) or not name or name == BASE:
             raise ValueError(f"adapter name {name!r}: use a non-empty name other than {BASE!r} (the base model)")
+        adapter = self._read(Path(path))  # the file is read while other calls serve; the model changes under the lock
+        with self.lock:
+            self._add(name, adapter, path)
+
+    def _add(self, name: str, adapter: Adapter, path) -> None:
         if name in self.where:
             raise ValueError(f"an adapter named {name!r} is already loaded; remove({name!r}) first to replace it")
-        adapter = self._read(Path(path))
         states, first_seen = self._trained_states(adapter.trained, adapter.entries, path)
         group = next((g for g in self.groups if g.same_transforms(adapter)), None) or self._new_group(adapter)
         # nothing above changed this object unless it succeeded whole (_new_group checks before it wraps)
@@ -73,7 +90,11 @@ class MixedAdapters:
             self.states[module_name][name] = state
 
     def remove(self, name: str) -> None:
-        """Drop an adapter; its rows can no longer be asked for."""
+        """Drop an adapter; its rows can no longer be asked for (a call serving it finishes first)."""
+        with self.lock:
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
         if name == BASE or name not in self.where:
             raise KeyError(f"no adapter named {name!r} is loaded (loaded: {self.names[1:]})")
         group, row = self.where.pop(name)
@@ -91,6 +112,10 @@ class MixedAdapters:
     def compact(self) -> None:
         """Shrink each coefficient bank to its adapters (adds grow banks by a quarter at a time): after it, each
         resident adapter holds exactly n x L x 4 bytes. The constructor calls it after loading its adapters."""
+        with self.lock:
+            self._compact()
+
+    def _compact(self) -> None:
         for group in self.groups:
             if group.bank.shape[0] > len(group.names):
                 group.bank = group.bank[:len(group.names)].clone()
@@ -171,44 +196,64 @@ class MixedAdapters:
                                  "model's): rows of one batch share the module's shape (a head for another number "
                                  "of labels cannot be served beside this one)")
             device = next(module.parameters()).device
-            by_module[module_name] = {p: t.to(device) for p, t in state.items()}
+            # in the served module's dtype, as load_adapter's copy casts it (an fp32 head on a bf16 base, or back)
+            by_module[module_name] = {p: t.to(device=device, dtype=base[p].dtype if p in base else t.dtype)
+                                      for p, t in state.items()}
         return by_module, first_seen
 
     # ---------------------------------------------------------------- serving
     def __call__(self, *args, adapter_names: Sequence[str], **kwargs):
-        with self.rows(adapter_names), torch.no_grad():
+        with self.rows(adapter_names, batch_rows(args, kwargs)), torch.no_grad():
             return self.model(*args, **kwargs)
 
     def generate(self, *args, adapter_names: Sequence[str], **kwargs):
-        with self.rows(adapter_names), torch.no_grad():
+        """model.generate with adapter_names[i] for prompt i; beams and returned sequences (num_beams,
+        num_return_sequences, from the call or the generation config) repeat each prompt's adapter."""
+        config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        beams = kwargs.get("num_beams") or getattr(config, "num_beams", 1) or 1
+        sequences = kwargs.get("num_return_sequences") or getattr(config, "num_return_sequences", 1) or 1
+        # transformers expands each prompt max(num_beams, num_return_sequences) times, consecutively
+        with self.rows(adapter_names, batch_rows(args, kwargs), expand=max(beams, sequences)), torch.no_grad():
             return self.model.generate(*args, **kwargs)
 
     @contextlib.contextmanager
-    def rows(self, adapter_names: Sequence[str]) -> Iterator[None]:
-        """Inside: every forward of the model uses adapter `adapter_names[i]` for batch row i."""
+    def rows(self, adapter_names: Sequence[str], batch: int | None = None, expand: int = 1) -> Iterator[None]:
+        """Inside: every forward of the model uses adapter `adapter_names[i]` for batch row i (`batch`: the rows the
+        caller passes, checked here; `expand`: generate's repetition of each row). One call at a time: the rows are
+        set on the model's shared layers, so calls from other threads (and add/remove) wait for this one."""
+        with self.lock:
+            yield from self._serving(self._names(adapter_names, batch), expand)
+
+    def _names(self, adapter_names, batch: int | None) -> list[str]:
+        accepted = "adapter_names takes a list of one adapter name per batch row"
+        if adapter_names is None or isinstance(adapter_names, (str, bytes)) or not isinstance(adapter_names, Sequence):
+            raise ValueError(f"{accepted}, got {adapter_names!r}")
+        names = list(adapter_names)
+        if not names or (batch is not None and len(names) != batch):
+            rows = f"a batch of {batch} rows" if batch is not None else "the batch"
+            raise ValueError(f"{accepted}: got {len(names)} names for {rows}")
         if not self.where:
             raise ValueError("no adapter is loaded: add(name, folder) first")
-        if isinstance(adapter_names, str):
-            raise TypeError("adapter_names takes one name per batch row (a list), not a single string")
-        names = list(adapter_names)
-        if not names:
-            raise ValueError("adapter_names is empty: give one name per batch row")
-        unknown = sorted({n for n in names if n != BASE and n not in self.where})
+        unknown = sorted({str(n) for n in names if n != BASE and n not in self.where})
         if unknown:
             raise KeyError(f"adapter_names {unknown} are not loaded (loaded: {self.names[1:]}; {BASE!r}: no adapter)")
+        return names
+
+    def _serving(self, names: list[str], expand: int) -> Iterator[None]:
         hooks = []
         try:
             for group in self.groups:
                 keys = [self.where[n][1] if n != BASE and self.where[n][0] is group else -1 for n in names]
                 if all(k < 0 for k in keys):
                     continue
-                rows = Rows(group, keys, self.strategy)
+                rows = Rows(group, keys, self.strategy, expand)
                 for layer_name in group.layers:
                     layer = self.layers[layer_name]
                     layer.requests = (layer.requests or []) + [(group.plans[layer_name], group.spans[layer_name],
                                                                  rows)]
             for module_name, module in self.modules.items():
-                hooks.append(module.register_forward_hook(self._rowwise(module_name, names), with_kwargs=True))
+                hooks.append(module.register_forward_hook(self._rowwise(module_name, names, expand),
+                                                          with_kwargs=True))
             yield
         finally:
             for layer in self.layers.values():
@@ -216,7 +261,7 @@ class MixedAdapters:
             for hook in hooks:
                 hook.remove()
 
-    def _rowwise(self, module_name: str, names: list[str]):
+    def _rowwise(self, module_name: str, names: list[str], expand: int):
         """A forward hook that recomputes the module's output per adapter on that adapter's rows."""
         states = self.states[module_name]
         inside = []  # functional_call below runs the module's hooks again: this one passes then
@@ -226,7 +271,7 @@ class MixedAdapters:
         def hook(module, args, kwargs, output):
             if inside:
                 return output
-            rows = expand_rows(index, output.shape[0], f"module {module_name}")
+            rows = expand_rows(index, output.shape[0], expand, f"module {module_name}")
             result = output.clone()
             for key in rows.unique().tolist():
                 state = states.get(names[key], states[BASE])

@@ -117,11 +117,21 @@ def test_adapters_come_and_go_while_serving_and_cost_n_by_layers_floats(tmp_path
 def test_bad_input_is_named(tmp_path):
     base = build("llama")
     serve = ff.MixedAdapters(copy.deepcopy(base), {"a": make_adapter(base, tmp_path / "a", 1)})
-    batch = padded(2, 5, pad_left=True)
-    with pytest.raises(ValueError, match="sees 2 rows for 3 adapter_names"):
-        serve(**batch, adapter_names=["a", "a", "a"])
-    with pytest.raises(TypeError, match="one name per batch row"):
-        serve(**batch, adapter_names="a")
+    batch = padded(4, 5, pad_left=True)
+    one_per_row = "adapter_names takes a list of one adapter name per batch row"
+    # every wrong length, a divisor of the rows (once read as beams) included, for a call and for generate
+    for names in (["a"], ["a", "a"], ["a"] * 3, ["a"] * 5, ["a"] * 8, []):
+        for call in (serve, serve.generate):
+            with pytest.raises(ValueError, match=f"{one_per_row}: got {len(names)} names for a batch of 4 rows"):
+                call(**batch, adapter_names=names, max_new_tokens=1) if call is serve.generate else \
+                    call(**batch, adapter_names=names)
+    for names in (None, "a", 7):
+        with pytest.raises(ValueError, match=f"{one_per_row}, got {names!r}"):
+            serve(**batch, adapter_names=names)
+    # a layer that sees another row count than the names (inputs the batch check cannot see) is refused too
+    with pytest.raises(ValueError, match="sees 4 rows for 2 adapter_names: give one name per batch row"):
+        with serve.rows(["a", "a"]), torch.no_grad():
+            serve.model(**batch)
     with pytest.raises(ValueError, match="already loaded"):
         serve.add("a", tmp_path / "a")
     with pytest.raises(ValueError, match="other than 'base'"):
@@ -265,3 +275,83 @@ def test_bias_trained_inside_an_adapted_layer_and_unknown_strategies_are_refused
     with pytest.raises(ValueError, match=r"trains .*query.base_layer.bias inside an adapted layer \(bias='all'\)"):
         serve.add("b", make_adapter(bert, tmp_path / "b", 1, bias="all"))
     assert serve.names == [ff.BASE] and not serve.groups
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("saved_in", [torch.float32, torch.bfloat16])
+def test_any_dtype_serves_each_row_as_its_adapter_alone_in_that_dtype(tmp_path, dtype, tolerance, saved_in):
+    # an adapter with a head, saved from a model in one dtype, served on a base in another (and the same)
+    bert = build("bert")
+    folders = {}
+    for i, name in enumerate(["a", "b"]):
+        model = ff.apply_fourierft(copy.deepcopy(bert).to(saved_in),
+                                   ff.FourierFTConfig(n=10, scaling=40.0, modules_to_save=["classifier"]))
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for _, layer in ff.fourierft_layers(model):
+                layer.coefficients.copy_(torch.randn(layer.coefficients.shape, generator=g))
+            for p in model.classifier.parameters():
+                p.add_(torch.randn(p.shape, generator=g).to(p.dtype))
+        ff.save_adapter(model, tmp_path / name)
+        folders[name] = tmp_path / name
+    serve = ff.MixedAdapters(copy.deepcopy(bert).to(dtype), folders)
+    batch = padded(3, 6, pad_left=False)
+    names = ["b", ff.BASE, "a"]
+    mixed = serve(**batch, adapter_names=names).logits
+    assert mixed.dtype == dtype
+    for row, name in enumerate(names):
+        single = copy.deepcopy(bert).to(dtype)
+        if name != ff.BASE:
+            single = ff.load_adapter(single, folders[name])
+        with torch.no_grad():
+            expected = single.eval()(**{k: v[row:row + 1] for k, v in batch.items()}).logits[0]
+        assert rel_err(mixed[row], expected) < tolerance, (name, rel_err(mixed[row], expected))
+    n_by_layers = serve.groups[0].bank.shape[1]
+    heads = sum(t.numel() * t.element_size() for s in serve.states.values() for k, v in s.items() if k != ff.BASE
+                for t in v.values())
+    assert serve.resident_bytes() == 2 * n_by_layers * 4 + heads  # the bank stays float32 whatever the base
+
+
+def test_calls_from_many_threads_never_mix_rows(tmp_path):
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = build("llama")
+    names = ["a", "b", "c", "d"]
+    serve = ff.MixedAdapters(copy.deepcopy(base), {n: make_adapter(base, tmp_path / n, i) for i, n in enumerate(names)})
+    rng = random.Random(0)
+    calls = []
+    for i in range(48):  # different orders, batch sizes and lengths, the base model among them
+        rows = rng.randint(1, 4)
+        calls.append(([rng.choice(names + [ff.BASE]) for _ in range(rows)], padded(rows, rng.randint(3, 7), True, i)))
+    expected = [serve(**batch, adapter_names=order).logits for order, batch in calls]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda call: serve(**call[1], adapter_names=call[0]).logits, calls))
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
+def test_add_and_remove_wait_for_the_call_in_progress(tmp_path):
+    import threading
+
+    base = build("llama")
+    serve = ff.MixedAdapters(copy.deepcopy(base), {"a": make_adapter(base, tmp_path / "a", 1)})
+    other = make_adapter(base, tmp_path / "b", 2)
+    batch = padded(2, 5, pad_left=True)
+    expected = serve(**batch, adapter_names=["a", "a"]).logits
+    inside, done = threading.Event(), []
+
+    def remove_while_serving():
+        inside.wait()
+        serve.remove("a")
+        serve.add("b", other)
+        done.append(True)
+
+    worker = threading.Thread(target=remove_while_serving)
+    worker.start()
+    with serve.rows(["a", "a"]), torch.no_grad():
+        inside.set()
+        worker.join(timeout=0.5)
+        assert not done  # still waiting: the call in progress keeps its adapters
+        got = serve.model(**batch).logits
+    worker.join(timeout=10)
+    assert done and torch.equal(got, expected) and serve.names == [ff.BASE, "b"]
