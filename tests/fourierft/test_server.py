@@ -1,0 +1,158 @@
+"""The OpenAI-compatible server on Ray Serve, driven by the official `openai` client: concurrent requests over four
+adapters and the base model are batched and each greedy answer equals that adapter alone's generate, streaming and
+chat included; adapters load and unload at runtime; bad requests get 4xx errors that name the problem. The engine's
+memory budget (least recently used adapters evicted, reloaded on demand) is tested without Ray."""
+import copy
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import fourierft as ff
+
+from helpers import build, tiny_llama_folder
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("ray.serve")
+
+from serving_helpers import NAMES, PROMPTS, adapters, alone, client, start, stop  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    url, proc, base, folders = start(tmp_path_factory.mktemp("server"), "--max-batch-size", "16",
+                                     "--batch-wait-ms", "100")
+    yield url, base, folders
+    stop(proc)
+
+
+def test_concurrent_requests_are_batched_and_each_equals_its_adapter_alone(server):
+    from transformers import AutoTokenizer
+
+    url, base, folders = server
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    models = NAMES + [base.name]
+    requests = [(models[i % 5], PROMPTS[i % len(PROMPTS)], 4 + i % 4) for i in range(40)]
+
+    def ask(request):
+        model, prompt, max_tokens = request
+        answer = client(url).completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
+        return answer.choices[0].text, answer.usage.completion_tokens
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(ask, requests))
+    expected = {}
+    for model, prompt, max_tokens in set(requests):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        expected[model, prompt, max_tokens] = alone(base, folders.get(model), ids, max_tokens)
+    assert [text for text, _ in answers] == [expected[r] for r in requests]
+    first = [expected[m, PROMPTS[0], 4] for m in models if (m, PROMPTS[0], 4) in expected]
+    assert len(first) == 4 and len(set(first)) >= 3  # the adapters answer differently: a mixed-up row would show
+    sizes = json.loads(urllib.request.urlopen(f"{url}/stats").read())["batch_sizes"]
+    assert max(int(size) for size in sizes) > 1, sizes  # requests that arrived together shared a generate call
+
+
+def test_streaming_and_chat_equal_the_plain_answer(server):
+    from transformers import AutoTokenizer
+
+    url, base, folders = server
+    api = client(url)
+    plain = api.completions.create(model="b", prompt="hello world", max_tokens=6, temperature=0).choices[0].text
+    chunks = api.completions.create(model="b", prompt="hello world", max_tokens=6, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in chunks) == plain
+    messages = [{"role": "user", "content": "say something"}]
+    chat = api.chat.completions.create(model="c", messages=messages, max_tokens=5, temperature=0)
+    ids = AutoTokenizer.from_pretrained(base).apply_chat_template(messages, add_generation_prompt=True,
+                                                                  tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    assert chat.choices[0].message.content == alone(base, folders["c"], ids, 5)
+    streamed = api.chat.completions.create(model="c", messages=messages, max_tokens=5, temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == chat.choices[0].message.content
+    sampled = api.completions.create(model="a", prompt="hello", max_tokens=5, temperature=0.9, top_p=0.8, seed=3)
+    assert sampled.choices[0].finish_reason in ("length", "stop") and sampled.usage.completion_tokens <= 5
+
+
+def post(url, path, data: bytes):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{url}{path}", data=data, method="POST")) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_adapters_load_and_unload_at_runtime(server):
+    url, base, folders = server
+    api = client(url)
+    assert post(url, "/v1/load_lora_adapter", json.dumps({"lora_name": "e", "lora_path": str(folders["e"])}).encode()
+                )[0] == 200
+    assert "e" in [m.id for m in api.models.list().data]
+    text = api.completions.create(model="e", prompt="one two", max_tokens=5, temperature=0).choices[0].text
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(base)("one two", add_special_tokens=False)["input_ids"]
+    assert text == alone(base, folders["e"], ids, 5)
+    assert post(url, "/v1/unload_lora_adapter", json.dumps({"lora_name": "e"}).encode())[0] == 200
+    with pytest.raises(openai.NotFoundError, match="model 'e' does not exist"):
+        api.completions.create(model="e", prompt="one two", max_tokens=5)
+
+
+def test_bad_requests_get_4xx_errors_that_name_the_problem(server, tmp_path):
+    url, base, folders = server
+    api = client(url)
+    cases = [
+        (openai.NotFoundError, r"model 'gpt-5' does not exist: this server has \['tiny-llama', 'a', 'b', 'c', 'd'",
+         dict(model="gpt-5", prompt="hi")),
+        (openai.BadRequestError, "the prompt is empty", dict(model="a", prompt="")),
+        (openai.BadRequestError, "max_tokens=0: give an integer >= 1", dict(model="a", prompt="hi", max_tokens=0)),
+        (openai.BadRequestError, r"max_tokens=100000 does not fit: the prompt has 1 tokens of the model's 64",
+         dict(model="a", prompt="hi", max_tokens=100000)),
+        (openai.BadRequestError, "temperature=5: give a number with 0 <= temperature <= 2",
+         dict(model="a", prompt="hi", temperature=5)),
+        (openai.BadRequestError, r"n=2: this server returns one choice", dict(model="a", prompt="hi", n=2)),
+    ]
+    for error, message, request in cases:
+        with pytest.raises(error, match=message):
+            api.completions.create(**request)
+    status, answer = post(url, "/v1/completions", b"{not json")
+    assert status == 400 and "the request body is not valid JSON" in answer["error"]["message"]
+    bert = build("bert")
+    ff.save_adapter(ff.apply_fourierft(copy.deepcopy(bert), ff.FourierFTConfig(n=4)), tmp_path / "bert")
+    for request, expected_status, message in [
+        ({"lora_name": "x", "lora_path": str(tmp_path / "missing")}, 404, "does not exist"),
+        ({"lora_name": "x", "lora_path": str(tmp_path / "bert")}, 400,
+         "cannot be served on tiny-llama: adapter .* was saved for a BertForSequenceClassification, not a "
+         "LlamaForCausalLM"),
+        ({"lora_name": "a", "lora_path": str(folders["a"])}, 409, "an adapter named 'a' is loaded already"),
+        ({"lora_name": "", "lora_path": str(folders["a"])}, 400, "give a non-empty name"),
+    ]:
+        status, answer = post(url, "/v1/load_lora_adapter", json.dumps(request).encode())
+        assert status == expected_status, answer
+        import re
+
+        assert re.search(message, answer["error"]["message"]), answer
+        assert "Traceback" not in answer["error"]["message"]
+    status, answer = post(url, "/v1/unload_lora_adapter", b'{"lora_name": "zz"}')
+    assert status == 404 and "no adapter named 'zz' is loaded" in answer["error"]["message"]
+
+
+def test_the_memory_budget_evicts_the_least_recently_used_and_reloads_on_demand(tmp_path):
+    from transformers import AutoTokenizer
+
+    from fourierft.serving.engine import Engine
+
+    base = tiny_llama_folder(tmp_path / "tiny-llama")
+    folders = adapters(base, tmp_path)
+    one = 2 * 2 * 40 * 4  # q and v of two layers, n=40, float32: one adapter's bank row
+    engine = Engine(str(base), {n: folders[n] for n in NAMES}, memory_budget_mb=2.5 * one / 2**20)
+    assert list(engine.recent) == ["c", "d"] and engine.evictions == 2  # loaded in order, the oldest evicted
+    assert engine.serve.resident_bytes() <= 2.5 * one
+    ids = AutoTokenizer.from_pretrained(base)("the cat", add_special_tokens=False)["input_ids"]
+    for name in ["a", "c", "b"]:  # each evicted one comes back from its folder and answers as before
+        [output] = engine.complete([engine.job(name, ids, max_tokens=4, temperature=0)])
+        assert output.text == alone(base, folders[name], ids, 4)
+    assert list(engine.recent) == ["c", "b"]
+    jobs = [engine.job(n, ids, max_tokens=3, temperature=0) for n in NAMES]  # more adapters in one batch than fit
+    assert [out.text for out in engine.complete(jobs)] == [alone(base, folders[n], ids, 3) for n in NAMES]
+
