@@ -22,7 +22,7 @@ from .shared.provenance import git_commit
 from .shared.results import ResultStore, RunResult, environment, peak_memory_mb
 from .shared.secrets import redact
 from .shared.trainer import SETTINGS as TRAINER_SETTINGS
-from .shared.trainer import TwoRateTrainer, training_arguments
+from .shared.trainer import RunConfig, TwoRateTrainer, training_arguments
 from .shared.validate import int_at_least, settings_of, validate
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,9 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
         model=model, args=training_arguments(cfg, identity, method, **prepared.training_args),
         train_dataset=prepared.train, eval_dataset=prepared.eval, method=method, head=backbone.head,
         data_collator=prepared.collator, compute_metrics=prepared.compute_metrics)
+    if "wandb" in list(cfg.logger.get("report_to") or []):
+        trainer.add_callback(RunConfig({**redact(OmegaConf.to_container(cfg, resolve=True)),
+                                        "config_id": identity.config_id}))
     checkpoints.train(trainer, identity.world_size, method.lr)
     family.evaluate_on_every_rank(trainer)
     if not identity.writer:

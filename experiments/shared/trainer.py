@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import fourierft as ff
 
@@ -72,3 +72,18 @@ def mixed_precision(setting: str) -> dict:
     if setting not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"trainer.precision={setting!r} is not one of auto, fp32, bf16, fp16")
     return {} if setting == "fp32" else {setting: True}
+
+
+class RunConfig(TrainerCallback):
+    """Puts the composed run config (secrets redacted) into the Weights & Biases run under `fourierft`, beside the
+    Trainer's arguments and the model config that transformers' WandbCallback records, so that runs group and filter
+    by fourierft.method.name, fourierft.method.n, fourierft.method.scaling, fourierft.task.name, ..."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import wandb
+
+        if state.is_world_process_zero and wandb.run is not None:  # WandbCallback, added before, has started it
+            wandb.config.update({"fourierft": self.config}, allow_val_change=True)
