@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: serve demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
+.PHONY: serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -172,6 +172,11 @@ bench: $(STAMP)
 bench-serve: $(STAMP)
 	$(PYTHON) scripts/bench_serve.py
 	$(PYTHON) scripts/bench_serve.py --memory
+
+# The HTTP server end to end (requests/s, tokens/s, p50/p99) for K = 1, 8, 64 adapters: FourierFT, PEFT LoRA's mixed
+# batch and one model per adapter behind the same server (results/bench/serve-http-<device>.md)
+bench-serve-http: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) scripts/bench_serve_http.py
 
 # The demo's SST-2 and MRPC adapters and the base model served in one mixed batch (offline, a minute on 2 cores);
 # then the OpenAI-compatible server with SmolLM2 and the demo's instruct and E2E adapters, queried by the openai client,

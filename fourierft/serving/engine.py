@@ -21,6 +21,18 @@ from .mixed import BASE, MixedAdapters
 DONE = None  # a job's slot in the steps after the one it finished in
 
 
+def imported(path: str):
+    """The class `module:Class` names: another batch backend with MixedAdapters' methods (add, remove, compact,
+    resident_bytes, generate(..., adapter_names=...), model), for comparisons (scripts/bench_serve_http.py)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"backend {path!r}: not 'fourierft' nor an importable module:Class ({e})") from None
+
+
 class RequestError(ValueError):
     """A request the server refuses: `status` is its HTTP status (400 bad request, 404 unknown, 409 conflict)."""
 
@@ -62,7 +74,8 @@ class Engine:
     """
 
     def __init__(self, base: str, adapters: Optional[dict] = None, memory_budget_mb: float = 1024.0,
-                 dtype: str = "auto", name: Optional[str] = None, max_tokens_limit: int = 4096):
+                 dtype: str = "auto", name: Optional[str] = None, max_tokens_limit: int = 4096,
+                 backend: str = "fourierft"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(base)
@@ -73,7 +86,7 @@ class Engine:
                  "float16": torch.float16}[dtype]
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).eval()
         self.name = name or Path(str(base).rstrip("/")).name
-        self.serve = MixedAdapters(model)
+        self.serve = MixedAdapters(model) if backend == "fourierft" else imported(backend)(model)
         self.folders: dict[str, Path] = {}  # every adapter the server knows, resident or not
         self.recent: OrderedDict[str, None] = OrderedDict()  # the resident ones, least recently used first
         self.budget = memory_budget_mb * 2**20

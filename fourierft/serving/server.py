@@ -71,7 +71,7 @@ class Server:
     def __init__(self, settings: dict):
         settings = {**DEFAULTS, **settings}
         self.engine = Engine(settings["base"], settings.get("adapters") or {}, settings["memory_budget_mb"],
-                             settings["dtype"], settings.get("name"))
+                             settings["dtype"], settings.get("name"), backend=settings.get("backend", "fourierft"))
         self.decode.set_max_batch_size(settings["max_batch_size"])
         self.decode.set_batch_wait_timeout_s(settings["batch_wait_ms"] / 1000)
 
@@ -183,6 +183,8 @@ def main(argv=None) -> None:
                         help="adapters resident per replica; the least recently used beyond it are evicted")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--address", default=None, help="a Ray cluster to join ('auto': the running one)")
+    parser.add_argument("--backend", default="fourierft",
+                        help="the batch backend: fourierft (MixedAdapters), or module:Class for a comparison")
     args = parser.parse_args(argv)
     adapters = {}
     for item in args.adapter:
@@ -204,7 +206,7 @@ def main(argv=None) -> None:
         settings = {"base": args.base, "name": args.name, "adapters": adapters, "replicas": args.replicas,
                     "num_cpus": args.num_cpus, "max_batch_size": args.max_batch_size,
                     "batch_wait_ms": args.batch_wait_ms, "memory_budget_mb": args.memory_budget_mb,
-                    "dtype": args.dtype}
+                    "dtype": args.dtype, "backend": args.backend}
         serve.run(build_app(settings), name="fourierft", route_prefix="/", blocking=True)
     except (KeyboardInterrupt, SystemExit):
         pass
