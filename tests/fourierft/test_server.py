@@ -9,6 +9,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 import fourierft as ff
 
@@ -156,3 +157,26 @@ def test_the_memory_budget_evicts_the_least_recently_used_and_reloads_on_demand(
     jobs = [engine.job(n, ids, max_tokens=3, temperature=0) for n in NAMES]  # more adapters in one batch than fit
     assert [out.text for out in engine.complete(jobs)] == [alone(base, folders[n], ids, 3) for n in NAMES]
 
+
+
+def test_the_engine_in_bf16_answers_as_each_adapter_alone_in_bf16(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fourierft.serving.engine import Engine
+
+    base = tiny_llama_folder(tmp_path / "tiny-llama")
+    folders = adapters(base, tmp_path)
+    engine = Engine(str(base), {n: folders[n] for n in NAMES[:2]}, dtype="bfloat16")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    prompts = ["the cat sat on", "hello world", "x y z"]
+    jobs = [engine.job(model, tokenizer(p, add_special_tokens=False)["input_ids"], max_tokens=5, temperature=0)
+            for model, p in zip(["a", "tiny-llama", "b"], prompts)]
+    got = [out.text for out in engine.complete(jobs)]
+    for job, text in zip(jobs, got):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16).eval()
+        if job.adapter != ff.BASE:
+            model = ff.load_adapter(model, folders[job.adapter])
+        with torch.no_grad():
+            out = model.generate(torch.tensor([job.prompt_ids]), max_new_tokens=5, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)
+        assert text == tokenizer.decode(out[0, len(job.prompt_ids):], skip_special_tokens=True)
