@@ -183,7 +183,7 @@ def measure(base: Path, backend: str, folders: dict, requests: int, concurrency:
 
 def markdown(rows: list, meta: dict) -> str:
     lines = [f"# Serving over HTTP: {meta['device']}", "",
-             f"SmolLM2-135M-Instruct, {meta['requests']} greedy completions of {meta['max_tokens']} tokens at "
+             f"SmolLM2-135M-Instruct, {meta['requests']} greedy completions of up to {meta['max_tokens']} tokens at "
              f"concurrency {meta['concurrency']} (max batch {meta['concurrency']}), after one warm-up request per "
              f"adapter; commit {meta['git_commit']}; CPU {meta['cpu']}. `python scripts/bench_serve_http.py`.", "",
              "| K adapters | backend | requests/s | tokens/s | p50 s | p99 s | resident adapter bytes | rows per "
