@@ -23,7 +23,6 @@ from .reader import (
     WEIGHTS_NAME,
     AdapterFile,
     base_name_or_path,
-    check_declared,
     config_file,
     described_sha256,
     file_sha256,
@@ -153,7 +152,8 @@ def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
 
 
 def adapt(model: nn.Module, file: AdapterFile) -> nn.Module:
-    """Wrap a plain base model with the adapter `file` holds: its entries, coefficients and trained tensors."""
+    """Wrap a plain base model with the adapter `file` holds (read and checked by fourierft.reader.read): its
+    entries, coefficients and trained tensors."""
     try:
         apply_fourierft(model, file.config, entries=file.entries)
     except ValueError as e:
@@ -172,7 +172,6 @@ def copy_trained(model: nn.Module, coefficients: dict, trained: dict, source: st
     a model already wrapped with the matching layers; a missing or misshapen tensor is an error naming `source`."""
     layers = dict(fourierft_layers(model))
     params = dict(model.named_parameters())
-    check_declared(model, model.fourierft_config, trained, source)
     with torch.no_grad():
         for name, layer in layers.items():
             coef = coefficients.get(name)

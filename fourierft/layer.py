@@ -8,7 +8,7 @@ from torch import nn
 
 from .plan import Plan
 from .spectral import MergedLinear, SpectralDelta
-from .wrapped import WrappedLayer, check_path, dequantized_weight
+from .wrapped import WrappedLayer, check_layer_entries, check_path, dequantized_weight
 
 
 class FourierFTLayer(WrappedLayer):
@@ -39,7 +39,7 @@ class FourierFTLayer(WrappedLayer):
         self.blocks = [tuple(b) for b in blocks] if blocks else None
         self.basis, self.basis_seed = basis, basis_seed
         check_path(path, base_layer)
-        self.check_entries(entries, self.blocks)
+        check_layer_entries(entries, self.d_out, self.d_in, self.blocks)
         device = base_layer.weight.device
         n = entries.shape[1]
         coef = torch.randn(n) if init == "normal" else torch.zeros(n)
@@ -69,7 +69,7 @@ class FourierFTLayer(WrappedLayer):
     def set_entries(self, entries: torch.Tensor) -> None:
         if entries.shape[-1] != self.n:
             raise ValueError(f"{entries.shape[-1]} entries for the layer's {self.n} coefficients")
-        self.check_entries(entries, self.blocks)
+        check_layer_entries(entries, self.d_out, self.d_in, self.blocks)
         self.entries = entries.to(device=self.entries.device, dtype=torch.long)
         self._plan = None
 

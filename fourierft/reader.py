@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -16,9 +16,9 @@ from torch import nn
 
 from .config import FourierFTConfig
 from .entries import sample_entries
-from .model import modules_to_save, n_for
+from .model import fused_blocks, modules_to_save, n_for
 from .targets import find_modules, is_within, resolve_targets
-from .wrapped import SUPPORTED, WrappedLayer, layer_shape
+from .wrapped import SUPPORTED, WrappedLayer, check_layer_entries, layer_shape
 
 FORMAT = "fourierft-adapter"
 VERSION = 1
@@ -187,13 +187,15 @@ def check_finite(tensors: dict, source) -> None:
 @dataclass
 class AdapterFile:
     """An adapter folder as read for one model: its config, per adapted module its entries ((2, n) int64) and
-    coefficients, the tensors it trained in full by parameter name, and (fourierft's files) the recorded layers."""
+    coefficients, the tensors it trained in full by parameter name, (fourierft's files) the recorded layers, and per
+    adapted module its fused parts (None for one spectrum)."""
     config: FourierFTConfig
     entries: dict[str, torch.Tensor]
     coefficients: dict[str, torch.Tensor]
     trained: dict[str, torch.Tensor]
     layers: Optional[dict[str, list]]
     source: str
+    blocks: dict[str, Optional[list]] = field(default_factory=dict)
 
 
 def read(model: nn.Module, path, formats=("fourierft", "peft"), check_base: bool = True) -> AdapterFile:
@@ -202,7 +204,7 @@ def read(model: nn.Module, path, formats=("fourierft", "peft"), check_base: bool
     the reader to use. check_base: compare the recorded checkpoint name with the model's (fourierft's files)."""
     path = Path(path)
     if folder_format(path) == "peft" and "peft" in formats:
-        return read_peft(model, path)
+        return checked(model, read_peft(model, path))
     if "fourierft" not in formats:
         if has_ours(path):
             raise ValueError(f"{path} holds an adapter of fourierft itself: load it with fourierft.load_adapter")
@@ -220,7 +222,27 @@ def read(model: nn.Module, path, formats=("fourierft", "peft"), check_base: bool
     parts = {kind: {k[len(kind) + 1:]: v for k, v in tensors.items() if k.startswith(kind + "/")}
              for kind in ("entries", "coefficients", "trained")}
     entries = {name: e.long() for name, e in parts["entries"].items()}
-    return AdapterFile(config, entries, parts["coefficients"], parts["trained"], expected["layers"], f"adapter {path}")
+    return checked(model, AdapterFile(config, entries, parts["coefficients"], parts["trained"], expected["layers"],
+                                      f"adapter {path}"))
+
+
+def checked(model: nn.Module, file: AdapterFile) -> AdapterFile:
+    """`file` with each module's fused parts, its entries checked against that module's spectrum and its trained
+    tensors against what its config declares: an edited file is refused here, before any caller changes the model."""
+    for name, entries in file.entries.items():
+        try:
+            module = unwrapped(model.get_submodule(name))
+        except AttributeError:
+            raise ValueError(f"{file.source} holds entries for {name!r}, which this {type(model).__name__} lacks: "
+                             "the file was edited or is corrupted") from None
+        d_out, d_in = layer_shape(module)
+        file.blocks[name] = blocks = fused_blocks(name, d_out, d_in, file.config)
+        try:
+            check_layer_entries(entries, d_out, d_in, blocks)
+        except ValueError as e:
+            raise ValueError(f"{file.source}, module {name!r}: {e}; the file was edited or is corrupted") from None
+    check_declared(model, file.config, file.trained, file.source)
+    return file
 
 
 def base_name_or_path(model: nn.Module):

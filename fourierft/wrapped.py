@@ -107,9 +107,6 @@ class WrappedLayer(nn.Module):
             return BlockPlan(entries, self.d_out, self.d_in, blocks, basis, basis_seed)
         return make_plan(entries, self.d_out, self.d_in, basis, basis_seed)
 
-    def check_entries(self, entries: torch.Tensor, blocks: Optional[list] = None) -> None:
-        check_layer_entries(entries, self.d_out, self.d_in, blocks)
-
     def with_delta(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The base layer's output plus delta x (the reference formula; beside a packed weight the only way)."""
         return self.base_layer(x) + F.linear(x, delta.to(x.dtype))

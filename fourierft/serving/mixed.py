@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from ..layer import FourierFTLayer
-from ..model import fused_blocks, set_module
-from ..reader import check_declared, read, unwrapped
+from ..model import set_module
+from ..reader import read
 from ..targets import is_within
-from ..wrapped import SUPPORTED, check_layer_entries, layer_shape
+from ..wrapped import SUPPORTED
 from .bank import Adapter, Group
 from .layer import Rows, ServedLayer, expand_rows
 
@@ -123,26 +123,15 @@ class MixedAdapters:
     def _read(self, path: Path) -> Adapter:
         file = read(self.model, path, check_base=False)
         config, entries, coefficients = file.config, file.entries, file.coefficients
-        blocks = {}
         for layer_name in entries:
-            d_out, d_in = layer_shape(self._module(layer_name))
-            blocks[layer_name] = parts = fused_blocks(layer_name, d_out, d_in, config)
-            try:
-                check_layer_entries(entries[layer_name], d_out, d_in, parts)
-            except ValueError as e:
-                raise ValueError(f"{file.source}, module {layer_name!r}: {e}; the file was edited or is "
-                                 "corrupted") from None
             coef = coefficients.get(layer_name)
             if coef is None or coef.numel() != entries[layer_name].shape[1]:
                 raise ValueError(f"{file.source} has no coefficients for each of the {entries[layer_name].shape[1]} "
                                  f"entries of {layer_name!r}: the file is incomplete or was edited")
-        check_declared(self.model, config, file.trained, file.source)
         # alpha enters linearly: stored as alpha * c, served with alpha 1
         scaled = {n: coefficients[n].float().flatten() * config.scaling for n in entries}
-        return Adapter(dict(sorted(entries.items())), scaled, blocks, (config.basis, config.basis_seed), file.trained)
-
-    def _module(self, layer_name: str) -> nn.Module:
-        return unwrapped(self.model.get_submodule(layer_name))
+        return Adapter(dict(sorted(entries.items())), scaled, file.blocks, (config.basis, config.basis_seed),
+                       file.trained)
 
     def _new_group(self, adapter: Adapter) -> Group:
         device = None

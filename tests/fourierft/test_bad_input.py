@@ -273,8 +273,10 @@ def test_resigned_entries_out_of_range_are_refused_by_every_reader(tmp_path, axi
     key = next(k for k in tensors if k.startswith("entries/"))
     tensors[key][axis, 2] = value
     resign(tmp_path, tensors)
-    with pytest.raises(ValueError, match=f"adapter {tmp_path}: module .*{match}.*the file was edited or is corrupted"):
-        ff.load_adapter(build("bert"), tmp_path)
+    model = build("bert")
+    with pytest.raises(ValueError, match=f"adapter {tmp_path}, module .*{match}.*the file was edited or is corrupted"):
+        ff.load_adapter(model, tmp_path)
+    assert not list(ff.fourierft_layers(model))  # refused before anything was wrapped
     with pytest.raises(ValueError, match=f"adapter {tmp_path}, module .*{match}.*the file was edited or is corrupted"):
         ff.MixedAdapters(build("bert"), {"a": tmp_path})
 
@@ -302,9 +304,11 @@ def test_resigned_trained_tensors_outside_the_declared_modules_are_refused(tmp_p
     resign(tmp_path, tensors)
     declared = re.escape(f"(modules_to_save={modules_to_save}, bias='{bias}')")
     for load in (ff.load_adapter, lambda m, p: ff.MixedAdapters(m, {"a": p})):
+        model = build("bert")
         with pytest.raises(ValueError, match=f"holds trained tensors for {key}, outside what the adapter declares "
                                              f"it trains {declared}"):
-            load(build("bert"), tmp_path)
+            load(model, tmp_path)
+        assert not any(isinstance(m, (ff.FourierFTLayer, ff.serving.ServedLayer)) for m in model.modules())
 
 
 def test_a_resigned_peft_file_cannot_write_undeclared_weights(tmp_path):
