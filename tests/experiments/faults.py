@@ -22,30 +22,32 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-class KillAfterStep(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
+class SignalAfterStep(TrainerCallback):
+    """Sends `signum` to this process when optimizer step `step` ends."""
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
-            die()
+            os.kill(os.getpid(), self.signum)
 
 
-class TermAfterStep(KillAfterStep):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+def is_result(path) -> bool:
+    """The run's results file (not its pending.json or an adapter's config)."""
+    return str(path).endswith(".json") and "seed" in Path(path).name
 
 
 def install() -> None:
-    if POINT.startswith("step:"):
+    if POINT.startswith(("step:", "term:")):
+        signum = signal.SIGKILL if POINT.startswith("step:") else signal.SIGTERM
         train = Trainer.train
 
-        def train_then_die(self, *args, **kwargs):
-            self.add_callback(KillAfterStep(int(POINT.split(":")[1])))
+        def train_then_signal(self, *args, **kwargs):
+            self.add_callback(SignalAfterStep(int(POINT.split(":")[1]), signum))
             return train(self, *args, **kwargs)
 
-        Trainer.train = train_then_die
+        Trainer.train = train_then_signal
     elif POINT == "checkpoint":
         save = Trainer._save_optimizer_and_scheduler
 
@@ -59,19 +61,11 @@ def install() -> None:
         replace = os.replace
 
         def replace_or_die(src, dst, *args, **kwargs):
-            if str(dst).endswith(".json") and "seed" in Path(dst).name:
+            if is_result(dst):
                 die()
             return replace(src, dst, *args, **kwargs)
 
         os.replace = replace_or_die
-    elif POINT.startswith("term:"):
-        train = Trainer.train
-
-        def train_then_term(self, *args, **kwargs):
-            self.add_callback(TermAfterStep(int(POINT.split(":")[1])))
-            return train(self, *args, **kwargs)
-
-        Trainer.train = train_then_term
     elif POINT == "full:checkpoint":
         import transformers.modeling_utils as modeling
         from safetensors import SafetensorError
@@ -91,7 +85,7 @@ def install() -> None:
         replace = os.replace
 
         def replace_or_full(src, dst, *args, **kwargs):
-            if str(dst).endswith(".json") and "seed" in Path(dst).name:
+            if is_result(dst):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return replace(src, dst, *args, **kwargs)
 
