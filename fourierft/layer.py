@@ -99,14 +99,14 @@ class FourierFTLayer(WrappedLayer):
     def _check_unedited(self) -> None:
         """Merged, the weight holds the dW of the coefficients at merge time: an edit since then (an in-place change,
         a load_state_dict) would be ignored without a word. The version counter makes the usual case free."""
-        if self.coefficients._version == self._merged_version and self.scaling == self._merged_scaling:
+        if self.scaling == self._merged_scaling and (
+                self.coefficients._version == self._merged_version
+                or torch.equal(self.coefficients.detach(), self._merged_with.to(self.coefficients.device))):
+            self._merged_version = self.coefficients._version  # rewritten with the same values: the next check is free
             return
-        edited = not torch.equal(self.coefficients.detach(), self._merged_with.to(self.coefficients.device))
-        if edited or self.scaling != self._merged_scaling:
-            raise RuntimeError("the coefficients (or scaling) of this merged FourierFT layer changed after merge(), "
-                               "so the merged weight no longer matches them: call fourierft.unmerge(model) (it "
-                               "removes exactly the dW that was merged), then merge() again to use the new values")
-        self._merged_version = self.coefficients._version
+        raise RuntimeError("the coefficients (or scaling) of this merged FourierFT layer changed after merge(), so "
+                           "the merged weight no longer matches them: call fourierft.unmerge(model) (it removes "
+                           "exactly the dW that was merged), then merge() again to use the new values")
 
     def _adapted(self, x: torch.Tensor, coef: torch.Tensor, path: str) -> torch.Tensor:
         """The layer's output with coefficients `coef` along `path`."""

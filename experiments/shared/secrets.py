@@ -25,7 +25,7 @@ def redact(config):
     """The config with every value under a secret-looking key (api_key, token, ...) replaced: a results file, a
     table or a shared folder must never carry a key."""
     if isinstance(config, dict):
-        return {k: REDACTED if SECRET.fullmatch(str(k)) and v not in (None, "") else redact(v)
+        return {k: REDACTED if is_secret(k) and v not in (None, "") else redact(v)
                 for k, v in config.items()}
     if isinstance(config, list):
         return [redact(v) for v in config]
