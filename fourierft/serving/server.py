@@ -22,6 +22,7 @@ python -m fourierft.serving.server --base MODEL_FOLDER --adapter NAME=FOLDER [..
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -195,6 +196,10 @@ def main(argv=None) -> None:
     for key, value, low in (("--max-batch-size", args.max_batch_size, 1), ("--replicas", args.replicas, 1)):
         if value < low:
             parser.error(f"{key}={value}: give an integer >= {low}")
+    for key, value, positive in (("--memory-budget-mb", args.memory_budget_mb, True),
+                                 ("--batch-wait-ms", args.batch_wait_ms, False), ("--num-cpus", args.num_cpus, False)):
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            parser.error(f"{key}={value}: give a finite number {'> 0' if positive else '>= 0'}")
     import ray
 
     # SIGTERM (kill, a scheduler, a test's terminate) ends the server like Ctrl-C: the application is deleted and a

@@ -180,3 +180,18 @@ def test_the_engine_in_bf16_answers_as_each_adapter_alone_in_bf16(tmp_path):
             out = model.generate(torch.tensor([job.prompt_ids]), max_new_tokens=5, do_sample=False,
                                  pad_token_id=tokenizer.eos_token_id)
         assert text == tokenizer.decode(out[0, len(job.prompt_ids):], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--memory-budget-mb", "nan"], "--memory-budget-mb=nan: give a finite number > 0"),
+    (["--memory-budget-mb", "0"], "--memory-budget-mb=0.0: give a finite number > 0"),
+    (["--batch-wait-ms", "-1"], "--batch-wait-ms=-1.0: give a finite number >= 0"),
+    (["--max-batch-size", "0"], "--max-batch-size=0: give an integer >= 1"),
+    (["--adapter", "a"], "--adapter 'a': give NAME=FOLDER"),
+])
+def test_bad_server_options_stop_before_ray_starts(option, message, capsys):
+    from fourierft.serving.server import main
+
+    with pytest.raises(SystemExit):
+        main(["--base", "unused", *option])
+    assert message in capsys.readouterr().err
