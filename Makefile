@@ -129,8 +129,8 @@ figure4: $(STAMP)
 
 # Figure 1's two panels on the paper's models (GPU + hub; the instruct panel also needs judge=openai's key).
 figure1: $(STAMP)
-	$(PYTHON) -m experiments.train -m sweep=fig1_vit_lora experiment=vit/vit_base/dtd $(OVERRIDES)
-	$(PYTHON) -m experiments.train -m sweep=fig1_vit_fourierft experiment=vit/vit_base/dtd $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_vit_lora experiment=vision/vit_base/dtd $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_vit_fourierft experiment=vision/vit_base/dtd $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_lora experiment=instruct/llama2_7b $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_fourierft experiment=instruct/llama2_7b $(OVERRIDES)
 
@@ -197,7 +197,7 @@ clean:
 # The paper's ViT protocol: eight datasets, FourierFT n=3000 and n=10000, LoRA, linear probe and full fine-tuning,
 # the reference code's five seeds (GPU + hub). e.g. make reproduce-vit VIT_MODELS=vit_large VIT_DATASETS=pets,dtd
 VIT_EXPERIMENTS = $(shell for m in $(subst $(comma), ,$(VIT_MODELS)); do for d in $(subst $(comma), ,$(VIT_DATASETS)); \
-	do printf 'vit/%s/%s,' $$m $$d; done; done | sed 's/,$$//')
+	do printf 'vision/%s/%s,' $$m $$d; done; done | sed 's/,$$//')
 comma := ,
 reproduce-vit: $(STAMP)
 	$(PYTHON) -m experiments.train -m 'experiment=$(VIT_EXPERIMENTS)' method=$(VIT_METHODS) seed=$(VIT_SEEDS) $(OVERRIDES)

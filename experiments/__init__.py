@@ -13,3 +13,8 @@ if not OmegaConf.has_resolver("basename"):
 # that could add a folder level, or that a shell would need quoted, becomes "_"
 if not OmegaConf.has_resolver("folder_name"):
     OmegaConf.register_new_resolver("folder_name", lambda value: re.sub(r"[^A-Za-z0-9_.=+-]", "_", str(value)))
+
+# experiment=<table>/<row> and its per-method presets, from the hyperparameter tables in conf/tables/
+from .presets import register as _register_presets  # noqa: E402
+
+_register_presets()

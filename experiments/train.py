@@ -5,24 +5,22 @@ metric on a validation split, is what Hydra's sweepers optimise."""
 import logging
 import os
 import sys
-from pathlib import Path
 
 from experiments.shared.provenance import git_commit
 
 git_commit()  # the commit of the code this process loads: before the slow imports and before a sweep's later jobs
 
 import hydra  # noqa: E402
+from experiments.presets import experiment_names  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def check_command(argv: list[str]) -> None:
     """What the command line gets wrong stops here, before anything composes or runs: a mistyped experiment= (with
     the available presets: Hydra's own error lists none for nested names), a committed sweep without -m (it would
     write one default run into the sweep's folder), an Optuna search of no trials."""
-    available = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
-                       for p in (CONF / "experiment").rglob("*.yaml"))
+    available = experiment_names()
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
     check_quoting(argv)
     for arg in argv:

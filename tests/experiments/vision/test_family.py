@@ -91,7 +91,7 @@ def test_reproduce_vit_offline_stops_at_once_naming_the_model_then_the_dataset(t
 
     from helpers import ROOT
 
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", "experiment=vit/vit_base/pets", "logger=none",
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "experiment=vision/vit_base/pets", "logger=none",
                            f"results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "FOURIERFT_IMAGE_DIR": ""})
     assert proc.returncode != 0
@@ -107,7 +107,7 @@ def test_reproduce_vit_offline_stops_at_once_naming_the_model_then_the_dataset(t
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48, image_size=32,
                        patch_size=8)).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    cfg = fast_config("experiment=vit/vit_base/pets", f"model.name_or_path={folder}", "data.image_dir=null")
+    cfg = fast_config("experiment=vision/vit_base/pets", f"model.name_or_path={folder}", "data.image_dir=null")
     with pytest.raises(FileNotFoundError, match="vision dataset pets: the Hugging Face hub is unreachable and no "
                                                 "local copy was found.*Set data.image_dir=/path"):
         run(cfg)

@@ -1,0 +1,80 @@
+"""The presets, written as the papers print them: one hyperparameter table per backbone (conf/tables/), whose rows
+Hydra's ConfigStore serves as `experiment=<table>/<row>` with `preset=<table>/<row>/<method>` chosen by method=.
+
+A table file holds, each level merging over the one above (later wins, as Hydra merges):
+    groups:   config group choices its experiments make (model: roberta_base, judge: openai, ...)
+    values:   settings every experiment of the table shares (trainer: {...}, task: {...})
+    <method>: settings every experiment shares when run with that method (fourierft: {method: {n: 1000}})
+    models:   optional [vit_base, vit_large]: each row once per model (experiment=<table>/<model>/<row>)
+    rows:     <row>: {groups, values, <method>} for one experiment (a task, or a model), only what differs
+A run composes the result exactly as it composed the YAML files it replaces (`--cfg job` prints a run's values, and
+the config id of every committed result stays what it was)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TABLES = CONF / "tables"
+LEVEL_KEYS = ("groups", "values")
+
+
+def methods() -> list[str]:
+    return sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+
+
+def _level(table: Path, where: str, node: dict, extra: tuple = ()) -> dict:
+    """One level's groups, values and per-method settings; a key that is none of them (a method's name mistyped) is
+    an error naming the file."""
+    known = methods()
+    unknown = sorted(k for k in node if k not in (*LEVEL_KEYS, *extra, *known))
+    if unknown:
+        raise ValueError(f"{table}: {where} has {', '.join(unknown)}, which is not a method ({', '.join(known)}) "
+                         f"nor one of {', '.join((*LEVEL_KEYS, *extra))}")
+    return {k: node.get(k) or {} for k in (*LEVEL_KEYS, *known)}
+
+
+@lru_cache(maxsize=None)
+def presets() -> dict:
+    return read_tables(TABLES)
+
+
+def read_tables(folder: Path) -> dict:
+    """{experiment name: (defaults list, values, {method: values})} from every table under `folder`."""
+    found = {}
+    for table in sorted(folder.rglob("*.yaml")):
+        prefix = str(table.relative_to(folder).with_suffix(""))
+        content = OmegaConf.to_container(OmegaConf.load(table))
+        top = _level(table, "the table", content, extra=("models", "rows"))
+        if not content.get("rows"):
+            raise ValueError(f"{table} has no rows")
+        for model in content.get("models") or [None]:
+            for row, node in content["rows"].items():
+                level = _level(table, f"row {row}", node or {})
+                name = "/".join(p for p in (prefix, model, str(row)) if p)
+                groups = {**top["groups"], **({"model": model} if model else {}), **level["groups"]}
+                values = OmegaConf.to_container(OmegaConf.merge(top["values"], level["values"]))
+                per_method = {m: OmegaConf.to_container(OmegaConf.merge(top[m], level[m])) for m in methods()}
+                found[name] = ([{f"override /{g}": choice} for g, choice in groups.items()], values,
+                               {m: v for m, v in per_method.items() if v})
+    return found
+
+
+def experiment_names() -> list[str]:
+    return sorted(presets())
+
+
+def register() -> None:
+    """Every row as Hydra's experiment/<name> and each of its methods as preset/<name>/<method> (global package, as
+    the YAML presets were)."""
+    store = ConfigStore.instance()
+    for name, (defaults, values, per_method) in presets().items():
+        group, _, leaf = f"experiment/{name}".rpartition("/")
+        store.store(group=group, name=leaf, node={"defaults": defaults, **values}, package="_global_",
+                    provider="fourierft")
+        for method, settings in per_method.items():
+            store.store(group=f"preset/{name}", name=method, node=settings, package="_global_",
+                        provider="fourierft")
