@@ -14,7 +14,7 @@ from transformers import set_seed
 
 from .shared.checkpoints import Checkpoints
 from .shared.disk import OutOfSpace, no_space, out_of_space
-from .shared.family import Family, Selection, TaskDefinition
+from .shared.family import Family, RunLimits, Selection, TaskDefinition, Trained
 from .shared.identity import RunIdentity
 from .shared.lock import run_lock
 from .shared.methods import adapt
@@ -55,8 +55,11 @@ def build(node: DictConfig, group: str):
 
 
 def build_family(cfg: DictConfig) -> Family:
+    """The task's family, given its own config section, where the data lives, the run's limits and the sections it
+    names (a family with an abstract method left fails here, before anything loads)."""
     task = task_definition(cfg)
-    return task.family(cfg, task)
+    family = task.family_class()
+    return family(task, cfg.task, cfg.data, RunLimits.of(cfg), **{name: cfg[name] for name in family.sections})
 
 
 def check_settings(cfg: DictConfig, family: Family) -> None:
@@ -139,7 +142,7 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     backbone.check()  # a backbone that cannot be had (offline, no local copy) stops here, before any data loads
     family.check_backbone(backbone)  # and one of the wrong kind for the task (an image model on GLUE)
     data, source = family.load_data()
-    model, processor = family.load_model(backbone)
+    model, processor = family.load_model(backbone, data)
     model_class = type(model).__name__  # what was loaded, before a method wraps it
     backbone.resolve(model)
     model, counts = adapt(model, method, backbone)
@@ -154,10 +157,10 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
         trainer.add_callback(RunConfig({**redact(OmegaConf.to_container(cfg, resolve=True)),
                                         "config_id": identity.config_id}))
     checkpoints.train(trainer, identity.world_size, method.lr)
-    family.evaluate_on_every_rank(trainer)
+    collective = family.evaluate_on_every_rank(trainer, prepared)
     if not identity.writer:
         return float("nan")  # several processes: rank 0 evaluates and writes
-    outcome = family.evaluate(trainer, model, processor, data, identity.artifacts)
+    outcome = family.evaluate(Trained(trainer, model, processor, data, prepared, collective), identity.artifacts)
     adapter_bytes = method.save(model, identity.artifacts / "adapter") if cfg.save_adapter else None
     result = RunResult(
         family=family.name, task=identity.task, model=identity.model, method=identity.method,

@@ -1,5 +1,6 @@
 """What the tests share: the repository's paths and local data, the fast settings and a config composer, tiny random
 models of each supported family (no network), and the independent references the core is checked against."""
+import copy
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from torch import nn
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -19,6 +21,11 @@ from transformers import (
     ViTConfig,
     ViTForImageClassification,
 )
+from transformers.pytorch_utils import Conv1D
+
+import experiments  # noqa: F401  (registers the presets of conf/tables/ with Hydra, as python -m experiments.train does)
+import fourierft as ff
+from fourierft import FourierFTLayer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -199,3 +206,82 @@ def glue_result(task="rte", main="accuracy", best=60.0, last=None, **fields) -> 
               "last": {"epoch": 2.0, "metrics": {main: best if last is None else last}}}
     result.update(fields)
     return result
+
+
+# Shared by the library's test files: the layer's three paths, a layer over a Linear or Conv1D, its check against
+# the dense float64 formula, and adapters "trained" by moving every trainable number.
+PATHS = ["dense", "merged", "spectral"]
+
+
+def make_layer(kind, d_out, d_in, n, dtype=torch.float32, path="merged", entries=None, seed=0):
+    torch.manual_seed(seed)
+    base = nn.Linear(d_in, d_out) if kind == "linear" else Conv1D(d_out, d_in)
+    if kind == "conv1d":
+        nn.init.normal_(base.weight)
+        nn.init.normal_(base.bias)
+    base = base.to(dtype)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    if entries is None:
+        entries = ff.sample_entries(d_out, d_in, n, seed=seed)
+    return FourierFTLayer(base, entries, scaling=7.0, path=path)
+
+
+
+def check_layer_against_reference(layer, dtype, tol):
+    x = torch.randn(3, 5, layer.d_in, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_(True)
+    coef_ref = layer.coefficients.detach().double().clone().requires_grad_(True)
+    w = layer.weight_view().double()
+    b = layer.base_layer.bias.double()
+    delta = reference_delta(layer.entries, coef_ref, layer.d_out, layer.d_in, layer.scaling)
+    y_ref = x_ref @ (w + delta).T + b
+    g = torch.randn_like(y_ref)
+    (y_ref * g).sum().backward()
+
+    x_ours = x.to(dtype).requires_grad_(True)
+    y = layer(x_ours)
+    assert y.dtype == dtype
+    (y * g.to(dtype)).sum().backward()
+    assert rel_err(y, y_ref) < tol
+    assert rel_err(x_ours.grad, x_ref.grad) < tol
+    assert rel_err(layer.coefficients.grad, coef_ref.grad) < tol
+
+
+
+def trained(family="roberta", **kw):
+    base = build(family)
+    config = ff.FourierFTConfig(n=kw.pop("n", 20), scaling=40.0, **kw)
+    model = ff.apply_fourierft(copy.deepcopy(base), config)
+    with torch.no_grad():  # stand-in for training: move every trainable number
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    return base, model
+
+
+
+def trained_bert(n=6, scaling=50.0, **kwargs):
+    torch.manual_seed(0)
+    model = ff.apply_fourierft(build("bert"), ff.FourierFTConfig(n=n, scaling=scaling, **kwargs))
+    with torch.no_grad():
+        for _, layer in ff.fourierft_layers(model):
+            layer.coefficients.normal_()
+    return model
+
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(**inputs("bert")).logits
+
+
+
+def bert_with_head(kind):
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    cls = {"SEQ_CLS": BertForSequenceClassification, "TOKEN_CLS": BertForTokenClassification}[kind]
+    torch.manual_seed(0)
+    return cls(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=40, num_labels=3)).eval()
+

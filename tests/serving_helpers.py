@@ -1,5 +1,6 @@
 """What the server tests share: a tiny LLaMA with a chat template and adapters a-e, the server started on a free port
 and stopped, the openai client, and the reference answer (the adapter loaded alone, greedy generate)."""
+import copy
 import json
 import os
 import signal
@@ -93,3 +94,41 @@ def alone(base, folder, prompt_ids, max_tokens):
         out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_tokens, do_sample=False,
                              pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
+
+
+def make_adapter(base, folder, seed, scaling=40.0, entry_seed=2024, head=None, fused=None, n=10, **options):
+    model = copy.deepcopy(base)
+    config = ff.FourierFTConfig(n=n, scaling=scaling, entry_seed=entry_seed, modules_to_save=head or [],
+                                fused=fused or {}, **options)
+    model = ff.apply_fourierft(model, config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in ff.fourierft_layers(model):
+            layer.coefficients.copy_(torch.randn(layer.coefficients.shape, generator=g))
+        for module in head or []:
+            for p in model.get_submodule(module).parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+    ff.save_adapter(model, folder)
+    return folder
+
+
+def loaded_alone(base, folder):
+    """A copy of `base` with the adapter in `folder` loaded alone, for eval."""
+    model = ff.load_adapter(copy.deepcopy(base), folder)
+    model.eval()
+    return model
+
+
+def padded(batch, seq, pad_left, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 64, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    for row in range(batch):
+        cut = row % 3  # rows of three lengths
+        if cut:
+            if pad_left:
+                ids[row, :cut], mask[row, :cut] = 0, 0
+            else:
+                ids[row, -cut:], mask[row, -cut:] = 0, 0
+    return {"input_ids": ids, "attention_mask": mask}
+

@@ -4,30 +4,19 @@ selected (an LR search) by the loss on the dev set, computed once after training
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
-from ..shared.backbones import usable_length
-from ..shared.causal import load_causal_lm, tokenize_pair
-from ..shared.family import Family, Outcome, Prepared, Report, Selection, TaskDefinition, subsample
+from fourierft.files import write_atomic
+
+from ..shared.causal import CausalLMFamily, training_losses
+from ..shared.family import Outcome, Report, Trained, subsample
 from ..shared.validate import fraction, int_at_least, optional
 from .data import load_e2e, prompt
 from .metrics import e2e_scores, group_references
+from .task import E2ETask
 
 SCORES = ("bleu", "nist", "meteor", "rouge_l", "cider")
-
-
-@dataclass(frozen=True)
-class E2ETask(TaskDefinition):
-    """E2E NLG: the official CSVs, or `hub_id` on the hub."""
-
-    hub_id: str = "tuetschek/e2e_nlg"
-
-    @property
-    def family(self):
-        return E2E
 
 
 @torch.no_grad()
@@ -47,7 +36,7 @@ def generate(model, tokenizer, prompts: list[str], decoding, batch_size: int) ->
     return outputs
 
 
-class E2E(Family):
+class E2E(CausalLMFamily):
     name = "e2e"
     report = Report(
         title="E2E NLG test set, official scorer's metrics (our rows: the test MRs each run scored), mean ± standard "
@@ -57,44 +46,32 @@ class E2E(Family):
                 "generation_batch_size": int_at_least(1), "decoding.max_new_tokens": int_at_least(1),
                 "decoding.num_beams": int_at_least(1)}
     task: E2ETask
-    selection = Selection("eval_loss", split="validation", mode="min")
-
-    def check_backbone(self, backbone):
-        backbone.check_fits(AutoModelForCausalLM, self.task.name, encoders_refused=True)
+    held_out_name = "dev"
 
     def load_data(self):
-        return load_e2e(self.cfg.data.e2e_dir, self.cfg.data.e2e_fallback_dirs, self.task.hub_id)
+        return load_e2e(self.data.e2e_dir, self.data.e2e_fallback_dirs, self.task.hub_id)
 
-    def load_model(self, backbone):
-        return load_causal_lm(backbone)
+    def split(self, data):
+        return (subsample(data["train"], self.run.max_train_samples, self.run.seed),
+                subsample(data["validation"], self.run.max_eval_samples, 0))
 
-    def prepare(self, data, model, tokenizer) -> Prepared:
-        length = usable_length(self.cfg.trainer.max_length, model, tokenizer)
+    @staticmethod
+    def pair(row):
+        return prompt(row["mr"]), " " + row["ref"]
 
-        def pairs(split):
-            return split.map(lambda r: tokenize_pair(tokenizer, prompt(r["mr"]), " " + r["ref"], length),
-                             remove_columns=["mr", "ref"])
+    def training_args(self):
+        return {"label_smoothing_factor": self.options.label_smoothing}
 
-        train = pairs(subsample(data["train"], self.cfg.trainer.max_train_samples, self.cfg.seed))
-        self.dev = pairs(subsample(data["validation"], self.cfg.trainer.max_eval_samples, 0))
-        return Prepared(train=train, collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
-                        training_args={"label_smoothing_factor": self.cfg.task.label_smoothing},
-                        counts={"train_examples": len(train), "dev_examples": len(self.dev)})
-
-    def evaluate_on_every_rank(self, trainer):
-        self.dev_loss = trainer.evaluate(eval_dataset=self.dev)["eval_loss"]
-
-    def evaluate(self, trainer, model, tokenizer, data, artifacts) -> Outcome:
-        test = data["test"]
+    def evaluate(self, trained: Trained, artifacts) -> Outcome:
+        test, options = trained.data["test"], self.options
         grouped = group_references(test["mr"], test["ref"])
-        mrs = list(grouped)[: self.cfg.task.max_test_mrs] if self.cfg.task.max_test_mrs else list(grouped)
-        predictions = generate(model, tokenizer, [prompt(m) for m in mrs], self.cfg.task.decoding,
-                               self.cfg.task.generation_batch_size)
+        mrs = list(grouped)[: options.max_test_mrs] if options.max_test_mrs else list(grouped)
+        predictions = generate(trained.model, trained.processor, [prompt(m) for m in mrs], options.decoding,
+                               options.generation_batch_size)
         scores = e2e_scores(predictions, [grouped[m] for m in mrs])
-        artifacts.mkdir(parents=True, exist_ok=True)
-        with open(artifacts / "predictions.jsonl", "w") as f:
-            for mr, pred in zip(mrs, predictions):
-                f.write(json.dumps({"mr": mr, "prediction": pred, "references": grouped[mr]}) + "\n")
-        return Outcome(self.dev_loss, {
+        write_atomic(artifacts / "predictions.jsonl", "".join(
+            json.dumps({"mr": mr, "prediction": pred, "references": grouped[mr]}) + "\n"
+            for mr, pred in zip(mrs, predictions)))
+        return Outcome(trained.collective["loss"], {
             "main_metric": "bleu", "metrics": scores, "test_mrs": len(mrs), "predictions": "predictions.jsonl",
-            "epochs": [{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]})
+            "epochs": training_losses(trained.trainer)})

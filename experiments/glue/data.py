@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from datasets import Dataset, DatasetDict, load_dataset
 
 from ..shared.sources import resolve_source
-
-if TYPE_CHECKING:
-    from .family import GlueTask
+from .task import GlueTask
 
 
 def read_tsv(path: Path, task: GlueTask) -> Dataset:
@@ -24,8 +22,9 @@ def read_tsv(path: Path, task: GlueTask) -> Dataset:
         rows = rows[1:]
     if not any(rows):
         raise ValueError(f"{path} has no examples{' after its header' if task.header else ''}")
-    if width <= max(task.columns):
-        raise ValueError(f"{path}: {width} columns, but GLUE {task.name} reads column {max(task.columns) + 1} "
+    needed = max(c + 1 if c >= 0 else -c for c in task.columns)  # a negative index counts from the end
+    if width < needed:
+        raise ValueError(f"{path}: {width} columns, but GLUE {task.name} needs {needed} "
                          f"(texts {task.text_keys} and a label)")
     *text_cols, label_col = task.columns
     data = {key: [] for key in task.text_keys}
@@ -62,14 +61,11 @@ def _label(raw: str, task: GlueTask, where: str):
 
 def load_local(task: GlueTask, folder: Path) -> DatasetDict:
     splits = {}
-    for split, file in (("train", "train.tsv"), ("validation", "dev.tsv")):
-        path = folder / task.folder / file
+    for split, where in task.splits.items():
+        path = folder / task.folder / where["file"]
         if not path.is_file():
-            missing = f"{path} is missing"
-            if task.name == "qnli" and split == "train":
-                missing += (" (the local GLUE mirror has no QNLI train split: QNLI needs the hub or a full "
-                            "GLUE download placed there)")
-            raise FileNotFoundError(f"GLUE {task.name}: {missing}")
+            note = f" ({task.local_note})" if task.local_note else ""
+            raise FileNotFoundError(f"GLUE {task.name}: {path} is missing{note}")
         splits[split] = read_tsv(path, task)
     return DatasetDict(splits)
 
@@ -78,7 +74,7 @@ def load_glue(task: GlueTask, glue_dir: Optional[str], fallback_dirs=()) -> tupl
     """(train/validation splits, where they came from): glue_dir when set, else the hub, else a fallback."""
     def hub() -> DatasetDict:
         data = load_dataset(task.hub_id, task.name)
-        return DatasetDict({"train": data["train"], "validation": data["validation"]})
+        return DatasetDict({split: data[where["hub"]] for split, where in task.splits.items()})
 
     return resolve_source(
         f"GLUE {task.name}", setting="data.glue_dir", env="FOURIERFT_GLUE_DIR",

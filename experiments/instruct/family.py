@@ -8,34 +8,22 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from hydra.utils import instantiate
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
 from fourierft.files import write_atomic
 
-from ..shared.backbones import usable_length
-from ..shared.causal import load_causal_lm, tokenize_pair
-from ..shared.family import Family, Outcome, Prepared, Report, Selection, TaskDefinition
+from ..shared.causal import CausalLMFamily, training_losses
+from ..shared.family import Outcome, Report, Trained
 from ..shared.prompts import alpaca_prompt, encode_conversation
 from ..shared.validate import int_at_least, optional
 from .data import find_bench_dir, load_alpaca, load_bench, read_jsonl
 from .judge import grade, load_prompts
+from .task import InstructTask
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InstructTask(TaskDefinition):
-    """Instruction tuning on Alpaca: a local JSON, or `hub_id` on the hub; the benches come from data.bench_dir."""
-
-    hub_id: str = "tatsu-lab/alpaca"
-
-    @property
-    def family(self):
-        return Instruct
 
 
 @torch.no_grad()
@@ -79,7 +67,7 @@ def held_out(data, limit, size: int, seed: int):
     return shuffled.select(range(n_train)), shuffled.select(range(len(data) - size, len(data)))
 
 
-class Instruct(Family):
+class Instruct(CausalLMFamily):
     name = "instruct"
     report = Report(
         title="Instruction tuning: mean judge score (1-10) on MT-Bench and Vicuna, ROUGE-L vs GPT-4 answers; the "
@@ -87,84 +75,65 @@ class Instruct(Family):
         columns=("mt_bench", "vicuna", "mt_bench_rouge_l", "vicuna_rouge_l"))
     settings = {"max_questions": optional(int_at_least(1)), "max_new_tokens": int_at_least(1),
                 "validation_examples": int_at_least(0)}
+    sections = ("judge",)
     task: InstructTask
-    selection = Selection("eval_loss", split="validation", mode="min")
 
-    def __init__(self, cfg, task):
-        super().__init__(cfg, task)
-        self._judge = None
+    @cached_property
+    def grader(self):
+        """The judge built from its config section (None for judge=none), once."""
+        return None if self.judge._target_.endswith(".no_judge") else instantiate(self.judge, _convert_="all")
 
-    @property
-    def judge(self):
-        if self._judge is None and not self.cfg.judge._target_.endswith(".no_judge"):
-            self._judge = instantiate(self.cfg.judge, _convert_="all")
-        return self._judge
+    @cached_property
+    def bench_dir(self):
+        return find_bench_dir(self.data.bench_dir, self.data.bench_fallback_dirs)
 
     def check(self):
-        if self.judge is not None and hasattr(self.judge, "check"):
-            self.judge.check()  # before hours of training
+        if self.grader is not None and hasattr(self.grader, "check"):
+            self.grader.check()  # before hours of training
 
     def unfinished(self, result):
-        return result.get("judge") is None and self.judge is not None
-
-    def check_backbone(self, backbone):
-        backbone.check_fits(AutoModelForCausalLM, self.task.name, encoders_refused=True)
+        return result.get("judge") is None and self.grader is not None
 
     def load_data(self):
-        return load_alpaca(self.cfg.data.alpaca_file, self.cfg.data.alpaca_fallbacks, self.task.hub_id)
+        return load_alpaca(self.data.alpaca_file, self.data.alpaca_fallbacks, self.task.hub_id)
 
-    def load_model(self, backbone):
-        return load_causal_lm(backbone)
+    def split(self, data):
+        return held_out(data, self.run.max_train_samples, self.options.validation_examples, self.run.seed)
 
-    def prepare(self, data, model, tokenizer) -> Prepared:
-        length = usable_length(self.cfg.trainer.max_length, model, tokenizer)
-        train, validation = held_out(data, self.cfg.trainer.max_train_samples, self.cfg.task.validation_examples,
-                                     self.cfg.seed)
+    @staticmethod
+    def pair(row):
+        return alpaca_prompt(row), row["output"]
 
-        def pairs(split):
-            return split.map(lambda r: tokenize_pair(tokenizer, alpaca_prompt(r), r["output"], length),
-                             remove_columns=split.column_names)
-
-        train, self.validation = pairs(train), pairs(validation)
-        return Prepared(train=train, collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
-                        counts={"train_examples": len(train), "validation_examples": len(validation)})
-
-    def evaluate_on_every_rank(self, trainer):
-        held_out = len(self.validation) > 0
-        self.loss = trainer.evaluate(eval_dataset=self.validation)["eval_loss"] if held_out else float("nan")
-
-    def evaluate(self, trainer, model, tokenizer, data, artifacts) -> Outcome:
-        bench_dir = find_bench_dir(self.cfg.data.bench_dir, self.cfg.data.bench_fallback_dirs)
+    def evaluate(self, trained: Trained, artifacts) -> Outcome:
         metrics, asked = {}, {}
-        for bench in self.cfg.task.benches:
-            questions, refs = self.bench(bench_dir, bench)
-            answers = answer(model, tokenizer, questions, self.cfg.task.max_new_tokens)
+        for bench in self.options.benches:
+            questions, refs = self.bench(bench)
+            answers = answer(trained.model, trained.processor, questions, self.options.max_new_tokens)
             lines = [json.dumps({"question_id": q["question_id"], "category": q["category"],
                                  "turns": answers[q["question_id"]]}) for q in questions]
             write_atomic(artifacts / f"{bench}_answers.jsonl", "\n".join(lines) + "\n")
             metrics[f"{bench}_rouge_l"] = rouge_l(answers, refs)
             asked[bench] = len(questions)
-        return Outcome(self.loss, {
+        return Outcome(trained.collective["loss"], {
             "main_metric": "mt_bench", "metrics": metrics, "questions": asked, "judge": None,
-            "epochs": [{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]})
+            "epochs": training_losses(trained.trainer)})
 
     def finish(self, result, artifacts):
         """Judge the saved answers (nothing to do with judge=none)."""
-        if self.judge is None:
+        if self.grader is None:
             return result
-        bench_dir = find_bench_dir(self.cfg.data.bench_dir, self.cfg.data.bench_fallback_dirs)
-        prompts = load_prompts(bench_dir)
+        prompts = load_prompts(self.bench_dir)
         metrics = dict(result["metrics"])
-        for bench in self.cfg.task.benches:
-            questions, refs = self.bench(bench_dir, bench)
+        for bench in self.options.benches:
+            questions, refs = self.bench(bench)
             answers = {a["question_id"]: a["turns"] for a in read_jsonl(artifacts / f"{bench}_answers.jsonl")}
-            graded = grade(self.judge, prompts, questions, answers, refs)
+            graded = grade(self.grader, prompts, questions, answers, refs)
             write_atomic(artifacts / f"{bench}_judgments.jsonl", "".join(json.dumps(g) + "\n" for g in graded))
             valid = [g["score"] for g in graded if g["score"] >= 0]
             metrics[bench] = statistics.mean(valid) if valid else None
             metrics[f"{bench}_unrated"] = len(graded) - len(valid)
-        log.info("instruct %s %s: %s", self.cfg.model.name, self.cfg.method.name, metrics)
-        return {**result, "metrics": metrics, "judge": getattr(self.judge, "name", None)}
+        log.info("instruct %s: %s", self.task.name, metrics)
+        return {**result, "metrics": metrics, "judge": getattr(self.grader, "name", None)}
 
-    def bench(self, bench_dir, name):
-        return load_bench(bench_dir, name, self.cfg.task.max_questions, self.cfg.task.categories)
+    def bench(self, name):
+        return load_bench(self.bench_dir, name, self.options.max_questions, self.options.categories)

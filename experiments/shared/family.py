@@ -2,17 +2,19 @@
 
 A family supplies what is its own: how to load its data and its model head, how to turn examples into model inputs,
 how to score a trained model, and which split and metric select among runs. The runner owns everything else (seed,
-method, Trainer, checkpoints and resume, locking, the adapter, the result file), so a new family is one module with
-a `TaskDefinition` subclass and a `Family` subclass, plus `conf/task/<name>.yaml` files naming the definition with
-`_target_`.
+method, Trainer, checkpoints and resume, locking, the adapter, the result file), so a new family is a package with a
+`TaskDefinition` subclass (task.py) and a `Family` subclass (family.py), plus `conf/task/<name>.yaml` files naming
+the definition with `_target_`.
 """
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 
@@ -66,7 +68,8 @@ PER_EXAMPLE_LOSS = {"average_tokens_across_devices": False}
 @dataclass
 class Prepared:
     """What a family hands the Trainer: datasets, collator, metrics function, its own TrainingArguments values, and
-    counts for the result (train_examples, ...)."""
+    counts for the result (train_examples, ...); `held_out` a set the family scores itself after training (a loss that
+    selects runs), `facts` what its evaluation reports of the preparation (image size, augmentation)."""
 
     train: Any
     collator: Any
@@ -74,6 +77,21 @@ class Prepared:
     compute_metrics: Any = None
     training_args: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    held_out: Any = None
+    facts: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trained:
+    """What evaluation reads: the Trainer after training, the model and its tokenizer or image statistics, the data,
+    the preparation, and what the collective evaluations on every rank returned."""
+
+    trainer: Any
+    model: Any
+    processor: Any
+    data: Any
+    prepared: Prepared
+    collective: dict
 
 
 @dataclass
@@ -86,31 +104,62 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class TaskDefinition:
-    """A task as data (conf/task/<name>.yaml, `definition:`): subclasses add their fields and name their family."""
+class RunLimits:
+    """What a family reads of the run beyond its own section: the seed, and the trainer's length and subset limits."""
 
-    family: ClassVar[type]
+    seed: int
+    max_length: int
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> RunLimits:
+        t = cfg.trainer
+        return cls(cfg.seed, t.max_length, t.get("max_train_samples"), t.get("max_eval_samples"))
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """A task as data (conf/task/<name>.yaml, `definition:`): subclasses add their fields and name their family's
+    class by its dotted path (a name, not an import: the family's module imports its task definitions)."""
+
+    family: ClassVar[str]
     name: str
     display_name: str
 
     def __post_init__(self):
         check_name("task.name", self.name)
 
+    def family_class(self) -> type:
+        family = get_class(self.family)
+        if not (isinstance(family, type) and issubclass(family, Family)):
+            raise TypeError(f"{type(self).__name__}.family = {self.family!r} is not a Family subclass")
+        return family
 
-class Family:
-    """Base class of the task families. `cfg` is the run's whole config, `task` its TaskDefinition; `settings` the
-    rules of the family's `task.*` settings, checked before anything loads."""
+
+class Family(ABC):
+    """Base class of the task families; a subclass missing one of the abstract methods fails when it is built,
+    before any data or model loads. It receives its own config section (`options`: the run's `task:` settings, checked
+    against the `settings` rules first), where the data lives (`data`), the run's limits, and any other sections it
+    names in `sections` (instruction tuning: the judge). What one step finds, it returns to the next."""
 
     name: ClassVar[str]
     report: ClassVar[Report]
     settings: ClassVar[dict] = {}
+    sections: ClassVar[tuple] = ()
 
-    def __init__(self, cfg: DictConfig, task: TaskDefinition):
-        self.cfg, self.task = cfg, task
+    def __init__(self, task: TaskDefinition, options: DictConfig, data: DictConfig, run: RunLimits, **sections):
+        missing = sorted(set(self.sections) - set(sections))
+        if missing:
+            raise TypeError(f"{type(self).__name__} needs the config sections {missing}")
+        self.task, self.options, self.data, self.run = task, options, data, run
+        for section in self.sections:
+            setattr(self, section, sections[section])
 
     @property
+    @abstractmethod
     def selection(self) -> Selection:
-        raise NotImplementedError
+        """The metric and split that choose among runs (never test)."""
 
     def check(self) -> None:
         """Refuse early (before any data or model loads) what this family cannot run: a judge that is not there."""
@@ -118,26 +167,28 @@ class Family:
     def check_backbone(self, backbone) -> None:
         """Refuse a model of the wrong kind for this family before its weights or the data load."""
 
+    @abstractmethod
     def load_data(self) -> tuple[Any, str]:
         """(the splits, where they came from)."""
-        raise NotImplementedError
 
-    def load_model(self, backbone) -> tuple[Any, Any]:
+    @abstractmethod
+    def load_model(self, backbone, data) -> tuple[Any, Any]:
         """(model with this family's head, its tokenizer or image statistics)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prepare(self, data, model, processor) -> Prepared:
-        raise NotImplementedError
+        """Datasets, collator and metrics for the Trainer."""
 
-    def evaluate_on_every_rank(self, trainer) -> None:
+    def evaluate_on_every_rank(self, trainer, prepared: Prepared) -> dict:
         """Evaluations that are Trainer collectives (`trainer.evaluate`): under several processes every rank must
-        join them, so the runner calls this on every rank, before rank 0 alone calls `evaluate`; keep what they
-        return on `self` for `evaluate`."""
+        join them, so the runner calls this on every rank, before rank 0 alone calls `evaluate`, which receives what
+        this returns as `trained.collective`."""
+        return {}
 
-    def evaluate(self, trainer, model, processor, data, artifacts: Path) -> Outcome:
+    @abstractmethod
+    def evaluate(self, trained: Trained, artifacts: Path) -> Outcome:
         """Score the trained model (rank 0 only under several processes: no Trainer collectives here, they belong in
         `evaluate_on_every_rank`); files go under `artifacts`."""
-        raise NotImplementedError
 
     def unfinished(self, result: dict) -> bool:
         """A stored result that this configuration can take further without training (a run judged later)."""

@@ -6,15 +6,13 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 
 from ..shared.sources import resolve_source
-
-if TYPE_CHECKING:
-    from .family import VisionTask
+from .task import VisionTask
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VALIDATION_NAMES = ("validation", "val")

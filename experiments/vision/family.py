@@ -5,8 +5,6 @@ selected by validation accuracy, never by test."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -20,48 +18,17 @@ from ..shared.family import (
     Prepared,
     Report,
     Selection,
-    TaskDefinition,
+    Trained,
     best_epoch,
     epoch_outcome,
     subsample,
 )
 from ..shared.validate import fraction, int_at_least, optional
 from .data import load_vision
+from .task import VisionTask
 from .transforms import ImageTransform
 
 SELECTION = Selection("validation_accuracy", split="validation")
-
-
-@dataclass(frozen=True)
-class VisionTask(TaskDefinition):
-    """A dataset: where the hub has it (split -> [hub id, split name]; one without test is cut from train) and how
-    many classes it holds. `hub` empty: local images only (data.image_dir)."""
-
-    num_classes: Optional[int] = None
-    hub: dict = field(default_factory=dict)
-    test_fraction: float = 0.0   # DTD ships one split: this share becomes test
-    fallback_dirs: tuple = ()
-
-    def __post_init__(self):
-        super().__post_init__()
-        object.__setattr__(self, "hub", {split: tuple(where) for split, where in self.hub.items()})
-        object.__setattr__(self, "fallback_dirs", tuple(self.fallback_dirs))
-        unknown = sorted(set(self.hub) - {"train", "validation", "test"})
-        if unknown:
-            raise ValueError(f"vision task {self.name}: hub splits {unknown} are not among train, validation, test")
-        if self.hub and "train" not in self.hub:
-            raise ValueError(f"vision task {self.name}: hub splits {sorted(self.hub)} lack train")
-        if not 0 <= self.test_fraction < 1 or ("test" not in self.hub and self.hub and not self.test_fraction):
-            raise ValueError(f"vision task {self.name}: test_fraction={self.test_fraction} (a number in (0, 1) where "
-                             "the hub has no test split, else 0)")
-        classes = self.num_classes
-        if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 2):
-            raise ValueError(f"vision task {self.name}: num_classes={self.num_classes!r} (an integer >= 2, or null "
-                             "for a folder's own classes)")
-
-    @property
-    def family(self):
-        return Vision
 
 
 # the crop's side in source pixels never below this (on average over the scale range's low end)
@@ -97,37 +64,36 @@ class Vision(Family):
         backbone.check_fits(AutoModelForImageClassification, self.task.name)
 
     def load_data(self):
-        data, source = load_vision(self.task, self.cfg.data.image_dir, self.cfg.task.validation_fraction,
-                                   self.cfg.seed)
-        self.labels = data["train"].features["label"].names
-        return data, source
+        return load_vision(self.task, self.data.image_dir, self.options.validation_fraction, self.run.seed)
 
-    def load_model(self, backbone):
-        return backbone.load_images(len(self.labels), self.labels)
+    def load_model(self, backbone, data):
+        labels = data["train"].features["label"].names
+        return backbone.load_images(len(labels), labels)
 
     def prepare(self, data, model, stats) -> Prepared:
-        trainer = self.cfg.trainer
-        self.size = self.cfg.task.image_size or stats.size
-        train = subsample(data["train"], trainer.max_train_samples, self.cfg.seed)
-        evals = {split: subsample(data[split], trainer.max_eval_samples, 0) for split in ("validation", "test")}
-        side = min(train[0]["image"].size) if len(train) else self.size
-        self.augmentation = {"crop_scale": crop_scale(self.cfg.task.crop_scale, side), "flip": self.cfg.task.flip,
-                             "source_side": side}
-        train.set_transform(batch_transform(ImageTransform(self.size, stats.mean, stats.std, train=True,
-                                                           crop_scale=self.augmentation["crop_scale"],
-                                                           flip=self.cfg.task.flip)))
+        run, options = self.run, self.options
+        size = options.image_size or stats.size
+        train = subsample(data["train"], run.max_train_samples, run.seed)
+        evals = {split: subsample(data[split], run.max_eval_samples, 0) for split in ("validation", "test")}
+        side = min(train[0]["image"].size) if len(train) else size
+        augmentation = {"crop_scale": crop_scale(options.crop_scale, side), "flip": options.flip, "source_side": side}
+        train.set_transform(batch_transform(ImageTransform(size, stats.mean, stats.std, train=True,
+                                                           crop_scale=augmentation["crop_scale"],
+                                                           flip=options.flip)))
         for split in evals.values():
-            split.set_transform(batch_transform(ImageTransform(self.size, stats.mean, stats.std, train=False)))
-        return Prepared(train=train, eval=evals, collator=Collator(interpolate=needs_interpolation(model, self.size)),
+            split.set_transform(batch_transform(ImageTransform(size, stats.mean, stats.std, train=False)))
+        return Prepared(train=train, eval=evals, collator=Collator(interpolate=needs_interpolation(model, size)),
                         compute_metrics=accuracy,
                         training_args={"eval_strategy": "epoch", **PER_EXAMPLE_LOSS, "remove_unused_columns": False,
                                        "label_names": ["labels"]},
                         counts={"train_examples": len(train), "validation_examples": len(evals["validation"]),
-                                "test_examples": len(evals["test"]), "classes": len(self.labels)})
+                                "test_examples": len(evals["test"]),
+                                "classes": len(data["train"].features["label"].names)},
+                        facts={"image_size": size, "augmentation": augmentation})
 
-    def evaluate(self, trainer, model, stats, data, artifacts) -> Outcome:
-        return epoch_outcome(epoch_records(trainer.state.log_history), SELECTION, main_metric="test_accuracy",
-                             selected_by=SELECTION.metric, image_size=self.size, augmentation=self.augmentation)
+    def evaluate(self, trained: Trained, artifacts) -> Outcome:
+        return epoch_outcome(epoch_records(trained.trainer.state.log_history), SELECTION, main_metric="test_accuracy",
+                             selected_by=SELECTION.metric, **trained.prepared.facts)
 
 
 def batch_transform(transform):

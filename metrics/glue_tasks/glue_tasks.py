@@ -8,7 +8,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from experiments.glue.family import GlueTask
+from experiments.glue.task import GlueTask
 from experiments.glue.metrics import compute_metrics
 from experiments.shared.tasks import load_task
 

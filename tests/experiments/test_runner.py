@@ -39,11 +39,8 @@ class ParityTask(TaskDefinition):
     """A toy task: does a four-word sentence hold "good"? Its test labels are flipped on purpose, so that test
     accuracy is 100 minus validation accuracy and a selection on test cannot pass for one on validation."""
 
+    family = "test_runner.Parity"
     train_size: int = 64
-
-    @property
-    def family(self):
-        return Parity
 
 
 class Parity(Family):
@@ -65,7 +62,7 @@ class Parity(Family):
                            test=split(validation, flip=True))
         return data, "generated"
 
-    def load_model(self, backbone):
+    def load_model(self, backbone, data):
         return backbone.load(AutoModelForSequenceClassification, num_labels=2)
 
     def prepare(self, data, model, tokenizer):
@@ -80,9 +77,9 @@ class Parity(Family):
                         eval={s: tokenize(data[s]) for s in ("validation", "test")}, compute_metrics=accuracy,
                         training_args={"eval_strategy": "epoch"}, counts={"train_examples": len(data["train"])})
 
-    def evaluate(self, trainer, model, tokenizer, data, artifacts):
+    def evaluate(self, trained, artifacts):
         epochs = {}
-        for record in trainer.state.log_history:
+        for record in trained.trainer.state.log_history:
             for split in ("validation", "test"):
                 if f"eval_{split}_accuracy" in record:
                     epochs.setdefault(record["epoch"], {"epoch": record["epoch"]})[f"{split}_accuracy"] = \

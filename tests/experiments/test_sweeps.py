@@ -1,5 +1,6 @@
-"""Committed sweeps: each composes, runs in parallel through the joblib launcher; Optuna's LR search runs; the
-SLURM launcher config composes (it cannot run here)."""
+"""Committed sweeps: each composes, runs in parallel through the joblib launcher; Optuna's LR search runs; the SLURM
+launcher's settings are all submitit's, and the submitit plugin runs a sweep with its local executor (SLURM itself
+cannot run here)."""
 import json
 import os
 import re
@@ -34,9 +35,31 @@ def test_every_sweep_composes_with_a_preset(sweep):
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
 
 
-def test_slurm_launcher_composes():
-    cfg = hydra_config("hydra/launcher=slurm", "experiment=glue/roberta_base/rte")
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+def test_submitit_accepts_every_slurm_setting_and_renders_the_sbatch_script(tmp_path, monkeypatch):
+    """What the plugin hands submitit (its launch(): base settings as they are, the rest prefixed slurm_): submitit
+    refuses a parameter sbatch does not know, so a mistyped or outdated key fails here, not on the cluster."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    cfg = hydra_config("hydra/launcher=slurm", "experiment=glue/roberta_base/rte", "hydra.launcher.partition=gpu")
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun here
+    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in ("_target_", "submitit_folder", "max_num_timeout")})
+    script = executor._executor._make_submission_file_text("python -m experiments.train", "0")
+    for line in ("--gpus-per-node=1", "--partition=gpu", "--time=720", "--cpus-per-task=8", "--mem=64GB"):
+        assert f"#SBATCH {line}" in script, line
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_through_the_submitit_plugin(tmp_path):
+    """The SLURM launcher is the submitit plugin: its local executor runs the same pickled job function here."""
+    results = run_sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
+                        "method=fourierft", "method.n=16", "seed=0,1")
+    assert sorted(r["seed"] for r in results) == [0, 1] and {r["task"] for r in results} == {"rte"}
 
 
 def run_sweep(tmp_path, *overrides, results="results", ok=True):

@@ -20,7 +20,7 @@ def test_mistyped_preset_lists_the_available_ones():
 
 
 @pytest.mark.parametrize("override,match", [
-    ("task=mnli", "Could not find 'task/mnli'"), ("model=gpt5", "Could not find 'model/gpt5'"),
+    ("task=mnlii", "Could not find 'task/mnlii'"), ("model=gpt5", "Could not find 'model/gpt5'"),
     ("method=adapterdrop", "Could not find 'method/adapterdrop'")])
 def test_unknown_choices_list_the_options(tmp_path, override, match):
     proc = subprocess.run([sys.executable, "-m", "experiments.train", override, "logger=none"], cwd=ROOT,
@@ -35,8 +35,8 @@ def test_unknown_values_in_code_paths():
     from experiments.shared import sources
     from experiments.shared.backbones import HubModel
 
-    with pytest.raises(ValueError, match="unknown task 'mnli'; known: alpaca, cars"):
-        load_task("mnli")
+    with pytest.raises(ValueError, match="unknown task 'qqqp'; known: alpaca, cars"):
+        load_task("qqqp")
     os.environ["HF_HUB_OFFLINE"] = "1"
     sources.hub_reachable.cache_clear()
     try:

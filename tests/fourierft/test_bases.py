@@ -1,5 +1,9 @@
 """The basis ablation: random and orthogonal bases, exact on every path against the dense float64 formula
 dW = alpha * sum_k c_k b_M[:, u_k] b_N[:, v_k]^T, stored in the adapter, refused by PEFT export."""
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -7,9 +11,7 @@ from torch import nn
 import fourierft as ff
 from fourierft.bases import basis_matrix
 
-from helpers import assert_round_trip, build, reference_delta, rel_err
-
-PATHS = ["dense", "merged", "spectral"]
+from helpers import PATHS, assert_round_trip, build, reference_delta, rel_err
 
 
 def basis_reference(entries, coef, d_out, d_in, scaling, kind, seed):
@@ -61,7 +63,25 @@ def test_basis_scale_and_orthogonality():
     g = basis_matrix(64, "random", 0, "out").double()
     assert abs((g ** 2).sum(0).mean().item() - 1 / 64) < 0.2 / 64  # the inverse DFT's column norm, on average
     assert not torch.equal(basis_matrix(64, "random", 0, "in"), basis_matrix(64, "random", 0, "out"))
-    assert torch.equal(basis_matrix(64, "random", 5, "in"), basis_matrix(64, "random", 5, "in"))
+    assert not torch.equal(basis_matrix(64, "random", 5, "in"), basis_matrix(64, "random", 6, "in"))
+
+
+def test_a_basis_is_the_same_in_a_fresh_process_whatever_the_global_seed():
+    """A saved adapter names its basis by (kind, seed) only: the matrix must not depend on the process or on torch's
+    global random state, or a loaded adapter would compute another dW."""
+    code = ("import sys, torch; torch.manual_seed(int(sys.argv[1])); torch.randn(7); "
+            "from fourierft.bases import basis_matrix; "
+            "sys.stdout.write(basis_matrix(24, sys.argv[2], 5, 'in').double().numpy().tobytes().hex())")
+    for kind in ("random", "orthogonal"):
+        torch.manual_seed(99)
+        state = torch.get_rng_state()
+        here = basis_matrix(24, kind, 5, "in").double()
+        assert torch.equal(torch.get_rng_state(), state)  # the global generator is not drawn from
+        for global_seed in ("0", "12345"):
+            out = subprocess.run([sys.executable, "-c", code, global_seed, kind], capture_output=True, text=True,
+                                 check=True).stdout
+            there = torch.from_numpy(np.frombuffer(bytes.fromhex(out), dtype=np.float64).reshape(24, 24).copy())
+            assert torch.equal(there, here), (kind, global_seed)
 
 
 def test_basis_is_saved_and_peft_export_refused(tmp_path):

@@ -1,6 +1,7 @@
 """Entry draws: uniform draws are PEFT's own (checked against PEFT's layer), the frequency bias follows Eq. 5."""
 import pytest
 import torch
+from torch import nn
 
 import fourierft as ff
 from fourierft.entries import radial_frequency
@@ -71,3 +72,21 @@ def test_bad_n(n):
 def test_too_narrow_band_is_refused():
     with pytest.raises(ValueError, match="fewer than n=500"):
         ff.sample_entries(32, 32, 500, seed=0, fc=3.0, bandwidth=0.5)
+
+
+def test_frequency_bias_on_a_layer_above_multinomials_limit():
+    # 4100 x 4100 = 16.8M positions > 2^24: torch.multinomial refuses it
+    entries = ff.sample_entries(4100, 4100, 500, seed=0, fc=50.0, bandwidth=200.0)
+    assert entries.shape == (2, 500) and len({tuple(e) for e in entries.T.tolist()}) == 500
+    radius = radial_frequency(entries, 4100, 4100)
+    assert radius.median() < 400  # drawn around fc, not uniformly (a uniform draw's median radius is ~1900)
+
+
+def test_entries_given_by_hand_are_range_checked():
+    with pytest.raises(ValueError, match="entries hold row 5 .* outside the 5x6 spectrum"):
+        ff.FourierFTLayer(nn.Linear(6, 5), torch.tensor([[5, 0], [0, 0]]), scaling=1.0)
+    with pytest.raises(ValueError, match=r"entries of shape \(3, 2\): expected \(2, n\)"):
+        ff.FourierFTLayer(nn.Linear(6, 5), torch.zeros(3, 2, dtype=torch.long), scaling=1.0)
+    layer = ff.FourierFTLayer(nn.Linear(6, 5), ff.sample_entries(5, 6, 4, seed=0), scaling=1.0)
+    with pytest.raises(ValueError, match="entries hold column -1"):
+        layer.set_entries(torch.tensor([[0, 1, 2, 3], [0, 1, 2, -1]]))

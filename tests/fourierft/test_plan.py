@@ -4,10 +4,13 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import fourierft as ff
 from fourierft.plan import Plan
 from fourierft.spectral import SpectralPlan
+
+from helpers import make_layer
 
 
 def test_a_plan_missing_a_method_fails_when_built():
@@ -68,3 +71,14 @@ def test_servings_auto_strategy_takes_each_branch(tmp_path, monkeypatch):
     merged, spectral = plan.costs(3)
     assert 3 * merged > spectral
     assert branch(["a", "b", "c"], 1) == {"apply"}
+
+
+def test_auto_path_picks_spectral_for_few_tokens():
+    layer = make_layer("linear", 64, 64, 10, path="auto")
+    assert layer.choose_path(torch.zeros(1, 64)) == "spectral"
+    assert layer.choose_path(torch.zeros(4, 128, 64)) == "merged"
+    wide = make_layer("linear", 1024, 1024, 10, path="auto")
+    assert wide.choose_path(torch.zeros(2, 64, 1024)) == "spectral"
+    assert wide.choose_path(torch.zeros(32, 512, 1024)) == "merged"
+    ff.set_path(nn.Sequential(layer), "dense")
+    assert layer.choose_path(torch.zeros(1, 64)) == "dense"

@@ -26,7 +26,7 @@ MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
     ("rte", "RTE", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", "line 2: label 'maybe' is not one of"),
     ("stsb", "STS-B", "a\tb\tc\td\te\tf\tg\ts1\ts2\tscore\n" + "x\t" * 7 + "a\tb\tsix\n",
      r"line 2: similarity 'six' is not a number in \[0, 5\]"),
-    ("mrpc", "MRPC", "Quality\t#1 String\n1\tA\n", "2 columns, but GLUE mrpc reads column 5"),
+    ("mrpc", "MRPC", "Quality\t#1 String\n1\tA\n", "2 columns, but GLUE mrpc needs 5"),
     ("mrpc", "MRPC", "", "has no examples after its header"),
     ("mrpc", "MRPC", MRPC_HEADER, "has no examples after its header"),
     ("cola", "CoLA", "", "has no examples"),
@@ -70,3 +70,39 @@ def test_missing_data_says_what_to_set(tmp_path, monkeypatch):
 def test_qnli_without_train_split_is_explained():
     with pytest.raises(FileNotFoundError, match="no QNLI train split"):
         load_glue(load_task("qnli"), str(GLUE))
+
+
+MNLI_TRAIN = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+              "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+MNLI_DEV = MNLI_TRAIN[:-1] + ["label2", "label3", "label4", "label5", "gold_label"]
+MNLI_LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def mnli_folder(root, n_train=24, n_dev=12):
+    """MNLI in the original layout: train.tsv with 12 columns, dev_matched.tsv with 16, the label last in both."""
+    folder = root / "MNLI"
+    folder.mkdir(parents=True)
+    for file, header, n in (("train.tsv", MNLI_TRAIN, n_train), ("dev_matched.tsv", MNLI_DEV, n_dev)):
+        rows = ["\t".join(header)]
+        for i in range(n):
+            row = [str(i), "p", "q", "fiction", "(x)", "(y)", "(X)", "(Y)", f"premise {i}", f"hypothesis {i}"]
+            row += [MNLI_LABELS[(i + 1) % 3]] * (len(header) - len(row) - 1) + [MNLI_LABELS[i % 3]]
+            rows.append("\t".join(row))
+        (folder / file).write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_mnli_is_one_task_file_composed_loaded_and_run(tmp_path, glue_config):
+    """MNLI's dev split has another file name and column count than its train split: both are the task file's."""
+    from experiments.runner import build_family, run
+
+    cfg = glue_config("task=mnli", f"data.glue_dir={mnli_folder(tmp_path / 'glue')}", "trainer.epochs=1")
+    family = build_family(cfg)
+    data, source = family.load_data()
+    assert source.endswith("glue") and (len(data["train"]), len(data["validation"])) == (24, 12)
+    assert data["validation"]["premise"][4] == "premise 4" and data["validation"]["hypothesis"][4] == "hypothesis 4"
+    assert data["train"]["label"] == [i % 3 for i in range(24)]  # gold_label, not label1 ((i + 1) % 3)
+    assert data["validation"]["label"] == [i % 3 for i in range(12)]
+    run(cfg)
+    result = next((tmp_path / "results").rglob("*seed*.json"))
+    assert '"task": "mnli"' in result.read_text() and '"dev_examples": 12' in result.read_text()

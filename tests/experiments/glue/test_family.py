@@ -57,7 +57,7 @@ def rescored(cfg, adapter) -> dict:
     instantiate(cfg.method)
     backbone = instantiate(cfg.model)
     data, _ = family.load_data()
-    model, tokenizer = family.load_model(backbone)
+    model, tokenizer = family.load_model(backbone, data)
     model = ff.load_adapter(model, adapter).eval()
     dev = family.prepare(data, model, tokenizer).eval
     with torch.no_grad():

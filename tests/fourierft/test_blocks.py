@@ -8,10 +8,7 @@ from transformers.pytorch_utils import Conv1D
 import fourierft as ff
 from fourierft.layer import FourierFTLayer
 
-from helpers import assert_round_trip, build, inputs, reference_delta, rel_err
-
-PATHS = ["dense", "merged", "spectral"]
-
+from helpers import PATHS, assert_round_trip, build, inputs, reference_delta, rel_err
 
 QKV = {"c_attn": ["q", "k", "v"], "qkv": ["q", "k", "v"]}
 
