@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
+.PHONY: docs serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -62,6 +62,10 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
+
+# the documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or docstring fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --quiet
 
 # FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data (SST-2, MRPC, STS-B), offline, on CPU.
 demo: $(STAMP)

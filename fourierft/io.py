@@ -53,7 +53,7 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_adapter(model: nn.Module, path) -> int:
+def save_adapter(model: nn.Module, path: str | Path) -> int:
     """Write the adapter folder: adapter.safetensors (coefficients, entries once per distinct set, modules_to_save)
     and fourierft_adapter.json (config, base model identity, the weights' sha256).
 
@@ -107,7 +107,8 @@ def _dedupe_entries(tensors: dict) -> dict:
     return out
 
 
-def adapter_bytes(path) -> int:
+def adapter_bytes(path: str | Path) -> int:
+    """The size on disk of the adapter folder `path`: its config file and its weights, in bytes."""
     path = Path(path)
     return sum((path / f).stat().st_size for f in (config_file(path).name, WEIGHTS_NAME))
 
@@ -124,7 +125,7 @@ def refuse_other_format(path: Path, writing: str) -> None:
                          "into another folder, or remove those files first")
 
 
-def load_adapter(model: nn.Module, path, check_base: bool = True) -> nn.Module:
+def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) -> nn.Module:
     """Load an adapter folder written by save_adapter.
 
     Args:

@@ -131,6 +131,7 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def fourierft_layers(model: nn.Module) -> Iterator[tuple[str, FourierFTLayer]]:
+    """(module name, FourierFTLayer) for every FourierFT layer of `model`, in module order."""
     for name, module in model.named_modules():
         if isinstance(module, FourierFTLayer):
             yield name, module
