@@ -14,6 +14,7 @@ python scripts/tables.py [--results results] [--out results/tables]
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from experiments.shared.tasks import load_task  # noqa: E402
 from fourierft.files import write_atomic  # noqa: E402
 
 KEYS = ["model", "method", "variant"]
+PAPER_AVG = "paper_avg"  # a paper row's own printed average, over all the tasks of its table
 
 
 def paper(family: str):
@@ -51,18 +53,34 @@ def method_label(run: RunResult) -> str:
     return run.method + (" (dirty tree)" if str(run.git_commit).endswith("-dirty") else "")
 
 
+def source_label(row: dict) -> str:
+    """Where a paper row's numbers come from, as tables show it beside the method: the paper, prior work the paper
+    quotes (its *), or another paper (`label`)."""
+    return row.get("label") or ("paper, from prior work" if row.get("prior") else "paper")
+
+
+def is_paper(method: str) -> bool:
+    """A table row from paper/<family>.yaml (its method reads "<method> (<source>)"), not one of our runs."""
+    return bool(re.search(r"\(.*paper.*\)$", method))
+
+
 def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
-    """The paper's rows (for `models` when any of them has rows, else all), columns renamed by `names`."""
+    """The paper's rows (for `models` when any of them has rows, else all), columns renamed by `names`; its printed
+    average (over all its tasks) under PAPER_AVG, its printed spread under "<column>_sd"."""
     data = paper(family)
     if data is None:
         return pd.DataFrame()
     rows = [row for row in data["rows"] if models is None or row["model"] in models] or data["rows"]
     table = []
     for row in rows:
-        entry = {"model": row["model"], "method": f"{row['method']} (paper)", "variant": row.get("variant", ""),
+        entry = {"model": row["model"], "method": f"{row['method']} ({source_label(row)})",
+                 "variant": row.get("variant", ""),
                  "params": row["params"] if row["params"] is not None else float("nan"),
                  "seeds": data["seeds"] if data["seeds"] is not None else float("nan")}
         entry.update({(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])})
+        entry.update({f"{(names or {}).get(c, c)}_sd": s for c, s in zip(data["columns"], row.get("sd") or [])})
+        if "avg" in row:
+            entry[PAPER_AVG] = row["avg"]
         table.append(entry)
     return pd.DataFrame(table)
 
@@ -100,7 +118,6 @@ def select_cells(per_config: pd.DataFrame, mode: str, order: list) -> tuple[pd.D
     chosen = per_config.loc[cell["select"].idxmax() if mode == "max" else cell["select"].idxmin()]
     tasks = [t for t in order if t in set(chosen["task"])]
     table = chosen.pivot_table(index=KEYS, columns="task", values="score")[tasks]
-    table["avg"] = table.mean(axis=1)
     table.insert(0, "seeds", chosen.groupby(KEYS)["seeds"].min())
     table.insert(0, "params", chosen.groupby(KEYS)["params"].median())
     configs = cell["config_id"].nunique().rename("configs").reset_index().pivot_table(
@@ -117,17 +134,24 @@ def selected_table(runs: list[RunResult], which: str) -> tuple[pd.DataFrame, pd.
                   .agg(score=("score", how), select=("select", how), seeds=("seed", "nunique"),
                        params=("params", "median")).reset_index())
     data = paper(first.family) or {"columns": []}
-    paper_tasks = [c for c in data["columns"] if c != "avg"]
+    paper_tasks = list(data["columns"])
     ours = sorted(set(per_config["task"]) - set(paper_tasks))
     table, configs = select_cells(per_config, mode, paper_tasks + ours)
-    ran = list(table.columns[5:-1])
+    ran = list(table.columns[5:])
     names = {t: display_name(t, runs) for t in paper_tasks + ours}
     theirs = paper_rows(first.family, set(table["model"]), names)
     table = pd.concat([table.rename(columns=names), theirs], ignore_index=True)
-    if "avg" not in data["columns"]:  # the paper's average over the tasks these runs cover: like with like
-        table["avg"] = table["avg"].fillna(table[[names[t] for t in ran]].mean(axis=1))
     shown = [names[t] for t in paper_tasks + ours if names[t] in table.columns]
-    return table[KEYS + ["params", "seeds"] + shown + ["avg"]], configs.rename(columns=names)
+    # like with like: every row's mean over the tasks these runs cover; a paper row's own average (over all its
+    # tasks) is a column of its own, never put where the shown tasks' mean belongs
+    covered = table[[names[t] for t in ran]].mean(axis=1, skipna=False)
+    label = f"all {len(ran)} tasks" if set(paper_tasks) <= set(ran) else ", ".join(names[t] for t in ran)
+    averages = {f"avg ({label})": covered}
+    if PAPER_AVG in table.columns:
+        averages[f"paper's avg (its {len(paper_tasks)} tasks)"] = table[PAPER_AVG]
+    table = table.assign(**averages)
+    sds = [f"{c}_sd" for c in shown if f"{c}_sd" in table.columns]
+    return table[KEYS + ["params", "seeds"] + shown + list(averages) + sds], configs.rename(columns=names)
 
 
 def fmt(value, col: str) -> str:
@@ -164,13 +188,13 @@ def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str
     return "\n".join(lines)
 
 
-def params_scatter(ax, rows: pd.DataFrame, ylabel: str,
+def params_scatter(ax, rows: pd.DataFrame, ylabel: str, score: str = "avg",
                    xlabel: str = "trainable parameters excluding the head (log; 0 drawn at 1)") -> None:
-    """Trainable parameters (log) vs the rows' average score, each point labelled; the paper's rows as crosses."""
-    for _, row in rows.iterrows():
+    """Trainable parameters (log) vs the rows' `score` column, each point labelled; the paper's rows as crosses."""
+    for _, row in rows.dropna(subset=[score]).iterrows():
         x = max(row["params"], 1)
-        ax.scatter(x, row["avg"], marker="x" if "(paper)" in row["method"] else "o", s=50)
-        ax.annotate(f"{row['model']} {row['method']} {row['variant']}".strip(), (x, row["avg"]), fontsize=7,
+        ax.scatter(x, row[score], marker="x" if is_paper(row["method"]) else "o", s=50)
+        ax.annotate(f"{row['model']} {row['method']} {row['variant']}".strip(), (x, row[score]), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -179,18 +203,21 @@ def params_scatter(ax, rows: pd.DataFrame, ylabel: str,
     ax.grid(alpha=0.3)
 
 
-def params_plot(table: pd.DataFrame, path: Path, ylabel: str) -> None:
-    """Trainable parameters vs average score: our runs (left) beside the paper's rows (right); separate panels,
-    since backbones and tasks differ."""
-    ours = table[~table["method"].str.endswith("(paper)")]
-    theirs = table[table["method"].str.endswith("(paper)")]
-    panels = [(ours, "our runs (" + ", ".join(sorted(set(ours["model"]))) + ")")]
+def params_plot(table: pd.DataFrame, path: Path, title: str, score: str) -> None:
+    """Trainable parameters vs average score: our runs (left, `score`: their mean over the tasks they ran) beside the
+    paper's rows (right, at the paper's own printed average over all its tasks where it prints one); separate panels,
+    since backbones and task sets differ."""
+    paper_rows_ = table["method"].map(is_paper)
+    ours, theirs = table[~paper_rows_], table[paper_rows_]
+    panels = [(ours, "our runs (" + ", ".join(sorted(set(ours["model"]))) + ")", score)]
     if not theirs.empty:
-        panels.append((theirs, "the paper's rows"))
-    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for ax, (rows, title) in zip(axes[0], panels):
-        params_scatter(ax, rows, ylabel)
-        ax.set_title(title, fontsize=9)
+        printed = next((c for c in table.columns if c.startswith("paper's avg")), None)
+        panels.append((theirs, "the paper's rows", printed or score))
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
+    for ax, (rows, name, column) in zip(axes[0], panels):
+        params_scatter(ax, rows, column, column)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -211,8 +238,8 @@ def save_png(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=None) -> str:
-    md = f"{title}\n\n{to_markdown(table, configs)}\n"
+def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=None, note: str = "") -> str:
+    md = f"{title}\n\n{to_markdown(table, configs)}\n" + (f"\n{note}\n" if note else "")
     write_atomic(out / f"{name}.md", md)
     write_atomic(out / f"{name}.csv", table.to_csv(index=False))
     if configs is not None:
@@ -220,19 +247,31 @@ def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=N
     return md
 
 
+def sources_note(family: str) -> str:
+    """Where the rows marked (paper) come from, and the rows that name another source."""
+    data = paper(family)
+    if data is None:
+        return ""
+    others = sorted({f"{row['method']} ({source_label(row)}): {row['source']}" for row in data["rows"]
+                     if row.get("source")})
+    return f"Rows marked (paper): {data['source']}" + "".join(f"; {o}" for o in others) + "."
+
+
 def family_tables(family: str, runs: list[RunResult], out: Path) -> list[str]:
     """Write one family's tables (and its plot); their markdown."""
     report = runs[0].report
+    note = sources_note(family)
     if report["table"] == "rows":
-        return [write_table(out, family, report["title"], rows_table(runs))]
+        return [write_table(out, family, report["title"], rows_table(runs), note=note)]
     written = []
     for i, which in enumerate(report["columns"]):
         table, configs = selected_table(runs, which)
         name = family if len(report["columns"]) == 1 else f"{family}_{which}"
-        written.append(write_table(out, name, report["title"].format(which=which), table, configs))
+        written.append(write_table(out, name, report["title"].format(which=which), table, configs, note))
         if i == 0:
+            score = next(c for c in table.columns if c.startswith("avg ("))
             params_plot(table, out / f"{family}_params_vs_score.png",
-                        f"{family}: avg over tasks ({which} epoch, {report['aggregate']} over seeds)")
+                        f"{family}, {which} epoch, {report['aggregate']} over seeds", score)
     return written
 
 

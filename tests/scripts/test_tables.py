@@ -58,3 +58,31 @@ def test_results_from_a_dirty_tree_are_flagged_in_tables(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path), "--out",
                     str(tmp_path / "t")], check=True, cwd=ROOT, capture_output=True)
     assert "r=1" not in (tmp_path / "t" / "glue_best.md").read_text()  # sweep runs stay out of the main tables
+
+
+def test_a_paper_row_keeps_its_own_average_beside_the_mean_over_the_tasks_run(tmp_path):
+    """Our runs cover MRPC and RTE: every row (ours and the paper's) gets its mean over those two, and a paper row's
+    printed average over all its six tasks sits in a column of its own, never in that mean's place."""
+    import pandas as pd
+    import yaml
+
+    for task, score in (("rte", 70.0), ("mrpc", 80.0)):
+        (tmp_path / f"lora-{task}-seed0.json").write_text(json.dumps(glue_result(task, best=score)))
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path), "--out",
+                    str(tmp_path / "t")], check=True, cwd=ROOT, capture_output=True)
+    table = pd.read_csv(tmp_path / "t" / "glue_best.csv")
+    shown, printed = "avg (MRPC, RTE)", "paper's avg (its 6 tasks)"
+    ours = table[table["model"] == "m"].iloc[0]
+    assert ours[shown] == pytest.approx(75.0) and pd.isna(ours[printed])
+    paper = yaml.safe_load((ROOT / "paper" / "glue.yaml").read_text())
+    columns = paper["columns"]
+    for row in paper["rows"]:
+        label = "VeRA paper" if row["method"] == "vera" else "paper"
+        match = table[(table["model"] == row["model"]) & (table["method"] == f"{row['method']} ({label})")
+                      & (table["params"] == row["params"])]
+        assert len(match) == 1, row
+        scores = dict(zip(columns, row["scores"]))
+        assert match[printed].item() == row["avg"]
+        assert match[shown].item() == pytest.approx((scores["mrpc"] + scores["rte"]) / 2)
+    md = (tmp_path / "t" / "glue_best.md").read_text()
+    assert "vera (VeRA paper): Kopiczko et al., VeRA, ICLR 2024, Table 2" in md
