@@ -93,58 +93,75 @@ def task_figure(tasks: list, path: Path, header: list, xlabel: str, draw, log_x:
     return "\n".join(lines)
 
 
-def fig3_sampling(out: Path, fcs=(0, 100, 200, 300), size=384, bandwidth=200.0) -> dict:
-    """Eq. 5 over a size x size centred spectrum; returns each panel's median radius for the notes."""
+def fig3_sampling(out: Path, fcs=(0, 100, 200, 350, 480), size=768, bandwidth=200.0) -> dict:
+    """Figure 3 as the paper drew it: Eq. 5's p(u, v) over a 768 x 768 centred spectrum for f_c = 0, 100, 200, 350
+    and 480, W = 200, every panel on one 0-1 colour scale (p itself, whose peak is 1 at D = f_c; not normalised per
+    panel). Returns each panel's median sampling radius (of p normalised to a distribution) for the notes."""
     import torch
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(fcs), figsize=(3.2 * len(fcs), 3.2))
+    fig, axes = plt.subplots(1, len(fcs), figsize=(3.0 * len(fcs) + 0.8, 3.2), squeeze=False)
     radius = torch.fft.fftshift(torch.sqrt(torch.fft.fftfreq(size, 1 / size)[:, None] ** 2
                                            + torch.fft.fftfreq(size, 1 / size)[None, :] ** 2))
-    medians = {}
-    for ax, fc in zip(axes, fcs):
-        p = torch.fft.fftshift(frequency_bias(size, size, float(fc), bandwidth))
-        p = p / p.sum()
-        ax.imshow(p.numpy(), cmap="viridis")
-        ax.set_title(f"f_c = {fc}, W = {bandwidth:g}", fontsize=9)
+    medians, image = {}, None
+    for ax, fc in zip(axes[0], fcs):
+        p = torch.fft.fftshift(frequency_bias(size, size, float(fc), bandwidth)).double()
+        image = ax.imshow(p.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(f"$f_c$ = {fc}", fontsize=10)
         ax.axis("off")
+        p = p / p.sum()
         order = torch.argsort(radius.flatten())
         cdf = torch.cumsum(p.flatten()[order], 0)
         medians[fc] = float(radius.flatten()[order][torch.searchsorted(cdf, torch.tensor(0.5, dtype=cdf.dtype))])
-    fig.suptitle(f"Entry-sampling probability over a {size}x{size} centred spectrum (Eq. 5)", fontsize=10)
-    fig.tight_layout()
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.02, ticks=[0, 0.5, 1])
+    fig.suptitle(f"Entry sampling probability, {size} x {size} spectrum, W = {bandwidth:g} (Eq. 5)", fontsize=10)
     save_png(fig, out / "fig3_sampling.png")
     return medians
 
 
+def per_layer(rows: pd.DataFrame) -> pd.Series:
+    """Trainable parameters per adapted layer, Figure 4's x (as ln): n for FourierFT; for LoRA its parameters over
+    the number of layers adapted, which the FourierFT runs of the same model give (their parameters over n)."""
+    fourier = rows[rows.method == "fourierft"]
+    layers = (fourier.params / fourier.n).groupby(fourier.model).median()
+    return (rows.params / rows.model.map(layers)).where(rows.method == "lora", rows.n)
+
+
 def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
+    """Figure 4 as the paper drew it: per task, dev score against ln(trainable parameters per layer), LoRA (r)
+    against FourierFT (n), each point the best of its tuned configurations."""
+    import numpy as np
+
     rows = configs[(configs.method.isin(["fourierft", "lora"])) & configs.fc.isna()
                    & configs.basis.fillna("fourier").eq("fourier")]
     if rows.empty:
         return ""
     rows = best_per_point(rows, ["task", "method", "variant"])
+    rows = rows.assign(per_layer=per_layer(rows))
+    rows = rows.assign(ln_per_layer=np.log(rows.per_layer))
 
     def draw(ax, task):
         lines = []
         for method, key, marker in (("lora", "r", "s"), ("fourierft", "n", "o")):
-            curve = rows[(rows.task == task) & (rows.method == method)].sort_values("params")
+            curve = rows[(rows.task == task) & (rows.method == method)].dropna(subset=["ln_per_layer"])
+            curve = curve.sort_values("ln_per_layer")
             if curve.empty:
                 continue
-            ax.errorbar(curve.params, curve.score, yerr=curve.sd.fillna(0), marker=marker, capsize=3,
-                        label=f"{method} ({key})")
+            ax.errorbar(curve.ln_per_layer, curve.score, yerr=curve.sd.fillna(0), marker=marker, capsize=3,
+                        label={"lora": "LoRA", "fourierft": "FourierFT"}[method])
             for _, c in curve.iterrows():
-                ax.annotate(f"{key}={int(c[key])}", (c.params, c.score), fontsize=6, xytext=(3, 3),
+                ax.annotate(f"{key}={int(c[key])}", (c.ln_per_layer, c.score), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
                 sd = f" ± {fmt(c.sd, 'score')}" if pd.notna(c.sd) else ""
-                lines.append(f"| {display_name(task)} | {method} | {key}={int(c[key])} | "
-                             f"{fmt(c.params, 'params')} | {int(c.tried)} | {int(c.seeds)} | "
+                lines.append(f"| {display_name(task)} | {method} | {key}={int(c[key])} | {int(c.per_layer)} | "
+                             f"{c.ln_per_layer:.2f} | {int(c.tried)} | {int(c.seeds)} | "
                              f"{fmt(c.score, 'score')}{sd} |")
         return lines
 
-    header = ["| task | method | setting | adapter params | configurations tried (best dev shown) | seeds | "
-              "dev score |", "|---|---|---|---|---|---|---|"]
-    return task_figure(sorted(rows.task.unique()), out / "fig4_n_scaling.png", header, "adapter parameters (log)",
-                       draw, log_x=True)
+    header = ["| task | method | setting | params per layer | ln | configurations tried (best dev shown) | seeds | "
+              "dev score |", "|---|---|---|---|---|---|---|---|"]
+    return task_figure(sorted(rows.task.unique()), out / "fig4_n_scaling.png", header,
+                       "ln # trainable parameters (per layer)", draw)
 
 
 def fig5_fc(configs: pd.DataFrame, out: Path) -> str:

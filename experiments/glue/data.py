@@ -78,6 +78,7 @@ def load_glue(task: GlueTask, glue_dir: Optional[str], fallback_dirs=()) -> tupl
 
     return resolve_source(
         f"GLUE {task.name}", setting="data.glue_dir", env="FOURIERFT_GLUE_DIR",
-        expects="a folder in the original GLUE tsv layout (SST-2/train.tsv, ...)", configured=glue_dir,
+        expects="a folder in the original GLUE tsv layout (SST-2/train.tsv, ...)"
+                + (f"; {task.local_note}" if task.local_note else ""), configured=glue_dir,
         configured_kind="folder", local=lambda folder: load_local(task, folder), hub=hub, hub_id=task.hub_id,
         fallbacks=fallback_dirs, usable=lambda folder: (folder / task.folder).is_dir())

@@ -106,3 +106,20 @@ def test_mnli_is_one_task_file_composed_loaded_and_run(tmp_path, glue_config):
     run(cfg)
     result = next((tmp_path / "results").rglob("*seed*.json"))
     assert '"task": "mnli"' in result.read_text() and '"dev_examples": 12' in result.read_text()
+
+
+def test_qqp_offline_says_the_mirror_lacks_it(tmp_path, monkeypatch):
+    """Figure 4's sixth task: from the hub when online; offline, with no local copy, a clear error."""
+    from experiments.shared import sources
+
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    with pytest.raises(FileNotFoundError, match=r"GLUE qqp: the Hugging Face hub is unreachable .*the local GLUE "
+                                                r"mirror has no QQP: QQP needs the hub"):
+        load_glue(load_task("qqp"), None, [GLUE, tmp_path])
+    qqp = tmp_path / "glue" / "QQP"
+    qqp.mkdir(parents=True)
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    for file in ("train.tsv", "dev.tsv"):
+        (qqp / file).write_text(header + "0\t1\t2\tWhat is a cat?\tWhat's a cat?\t1\n1\t3\t4\tWhy?\tHow?\t0\n")
+    data, _ = load_glue(load_task("qqp"), str(tmp_path / "glue"))
+    assert data["validation"]["question2"] == ["What's a cat?", "How?"] and data["train"]["label"] == [1, 0]
