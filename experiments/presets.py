@@ -11,7 +11,7 @@ A run composes the result exactly as it composed the YAML files it replaces (`--
 the config id of every committed result stays what it was)."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -37,7 +37,7 @@ def _level(table: Path, where: str, node: dict, extra: tuple = ()) -> dict:
     return {k: node.get(k) or {} for k in (*LEVEL_KEYS, *known)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def presets() -> dict:
     return read_tables(TABLES)
 

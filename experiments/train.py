@@ -11,9 +11,9 @@ from experiments.shared.provenance import git_commit
 git_commit()  # the commit of the code this process loads: before the slow imports and before a sweep's later jobs
 
 import hydra  # noqa: E402
-from experiments.presets import experiment_names  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from experiments.presets import experiment_names  # noqa: E402
 
 
 def check_command(argv: list[str]) -> None:

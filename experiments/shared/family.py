@@ -161,10 +161,10 @@ class Family(ABC):
     def selection(self) -> Selection:
         """The metric and split that choose among runs (never test)."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 (an optional hook: doing nothing is its default)
         """Refuse early (before any data or model loads) what this family cannot run: a judge that is not there."""
 
-    def check_backbone(self, backbone) -> None:
+    def check_backbone(self, backbone) -> None:  # noqa: B027 (an optional hook)
         """Refuse a model of the wrong kind for this family before its weights or the data load."""
 
     @abstractmethod

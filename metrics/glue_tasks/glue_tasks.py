@@ -8,8 +8,8 @@ import datasets
 import evaluate
 import numpy as np
 
-from experiments.glue.task import GlueTask
 from experiments.glue.metrics import compute_metrics
+from experiments.glue.task import GlueTask
 from experiments.shared.tasks import load_task
 
 _DESCRIPTION = __doc__
