@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: docs serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
+.PHONY: figure7 docs serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -136,6 +136,10 @@ figure4: $(STAMP)
 		for r in $(FIG4_R); do $(PYTHON) -m experiments.train -m sweep=fig4_tuned_lora method.r=$$r \
 			$$exp $(OVERRIDES) || exit 1; done; \
 	done
+
+# Figure 7 (Appendix C.2): the expressive-ability toy at the paper's scale, 5 seeds, on CPU (~5 min)
+figure7: $(STAMP)
+	$(PYTHON) scripts/fig7_expressive.py --out results/fig7
 
 # Figure 1's two panels on the paper's models (GPU + hub; the instruct panel also needs judge=openai's key).
 figure1: $(STAMP)

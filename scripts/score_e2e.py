@@ -1,8 +1,9 @@
 """Score a system's E2E outputs as the official E2E scorer does; the last line printed is one JSON object.
 
 python scripts/score_e2e.py REFS OUTPUTS
-  REFS: one reference per line, instances separated by a blank line (the official devel-conc.txt format)
-  OUTPUTS: one output per line, in the same instance order
+  REFS: one reference per line, instances separated by a blank line (the official devel-conc.txt format), or a
+        .csv / .tsv of (MR, reference) rows, consecutive rows of one MR grouped (the official testset_w_refs.csv)
+  OUTPUTS: one output per line, in the same instance order (or a .csv / .tsv of (MR, output) rows)
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.e2e.metrics import e2e_scores, read_outputs, read_references
+from experiments.e2e.metrics import e2e_scores, read_scoring_files
 
 
 def main(argv=None) -> int:
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
             print(f"error: {path} is not a file", file=sys.stderr)
             return 2
     try:
-        scores = e2e_scores(read_outputs(args.outputs), read_references(args.refs))
+        scores = e2e_scores(*read_scoring_files(args.refs, args.outputs))
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

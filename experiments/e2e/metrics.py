@@ -13,6 +13,7 @@ BLEU, METEOR and ROUGE-L are reported x100 as in the paper's tables; NIST and CI
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -32,6 +33,10 @@ def group_references(mrs: list[str], refs: list[str]) -> OrderedDict[str, list[s
 
 
 LINE_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines breaks on these besides \r and \n
+# What Python's str.split() takes for a space and mteval's Perl (reading bytes: its \s is [ \t\n\r\f]) does not, or
+# may not (\v: by Perl version): U+001F, U+00A0, U+1680, U+2000-U+200A, U+202F, U+205F, U+3000. One of them between
+# two words makes two tokens here and one in the official BLEU/NIST: such text is refused, never scored differently.
+UNSHARED_SPACES = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \t\n\r" + LINE_BREAKS)
 
 
 def read_lines(path) -> list[str]:
@@ -56,12 +61,66 @@ def read_lines(path) -> list[str]:
             raise ValueError(f"line {number} of {path} holds {', '.join(sorted({f'U+{ord(c):04X}' for c in odd}))}, "
                              "which the official scorer reads as a line break (one line would count as two): "
                              "replace it with a space")
+        check_spaces(line, f"line {number} of {path}")
     return [line.strip() for line in lines]
+
+
+def check_spaces(text: str, where: str) -> None:
+    """Refuse a character that Python splits words at and the official scorer's Perl (mteval) does not."""
+    odd = sorted({c for c in text if c in UNSHARED_SPACES})
+    if odd:
+        names = ", ".join(f"U+{ord(c):04X}" for c in odd)
+        raise ValueError(f"{where} holds {names}, a character Python reads as a space and the official scorer's "
+                         "mteval (Perl) does not: BLEU and NIST would differ from the official ones. Replace it with "
+                         "a plain space (or remove it)")
+
+
+TABLE_SUFFIXES = (".csv", ".tsv")
+MISENCODED = (("Ł", "£"), ("Â£", "£"), ("Ã©", "é"), ("ã©", "é"))
+
+
+def read_table(path) -> tuple[list[str], list[str]]:
+    """(MRs, texts) of a two-column .csv or .tsv file, as the official scorer reads one: tab-separated, or quoted
+    comma-separated ("mr","ref") when no line holds a tab; a header whose first field starts with "mr" skipped; the
+    quotes around each field removed; a text with a quote left inside refused, as the official scorer refuses it."""
+    path = Path(path)
+    lines = [line for line in read_lines(path) if line]
+    if lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    for broken, fixed in MISENCODED:  # the official scorer repairs these four before it splits
+        lines = [line.replace(broken, fixed) for line in lines]
+    rows = [line.split("\t") for line in lines]
+    if rows and all(len(row) == 1 for row in rows):
+        rows = [row[0].split('","') for row in rows]
+    if rows and re.match(r'^"?mr', rows[0][0], re.I):
+        rows = rows[1:]
+    bad = [number for number, row in enumerate(rows, start=1) if len(row) != 2]
+    if bad or not rows:
+        raise ValueError(f"{path}: " + (f"rows {bad[:10]} do not hold two fields" if bad else "no rows") +
+                         ' (expected an MR and a text per line: tab-separated, or "mr","ref" comma-separated with '
+                         "every field quoted, as the official CSV files)")
+    unquote = [re.sub(r"\s*['\"]?\s*$", "", re.sub(r"^\s*['\"]?\s*", "", field)) for row in rows for field in row]
+    mrs, texts = unquote[0::2], unquote[1::2]
+    quoted = [number for number, text in enumerate(texts, start=1) if '"' in text]
+    if quoted:
+        raise ValueError(f"{path}: rows {quoted[:10]} hold a quote inside the text, which the official scorer refuses")
+    return mrs, texts
 
 
 def read_references(path) -> list[list[str]]:
     """The official scorer's reference file: one reference per line, instances separated by a blank line; a file
-    without blank lines holds one reference per instance (the official single-reference format)."""
+    without blank lines holds one reference per instance (the official single-reference format). A .csv or .tsv
+    file holds (MR, reference) rows, the references of consecutive rows with one MR grouped (the official test set,
+    testset_w_refs.csv)."""
+    if Path(path).suffix.lower() in TABLE_SUFFIXES:
+        mrs, refs = read_table(path)
+        groups, last = [], None
+        for mr, ref in zip(mrs, refs):
+            if mr != last:
+                groups.append([])
+                last = mr
+            groups[-1].append(ref)
+        return groups
     groups: list[list[str]] = [[]]
     for line in read_lines(path):
         if line:
@@ -78,8 +137,29 @@ def read_references(path) -> list[list[str]]:
 
 
 def read_outputs(path) -> list[str]:
-    """The official scorer's system output file: one output per line (an empty line is an empty output)."""
+    """The official scorer's system output file: one output per line (an empty line is an empty output); a .csv or
+    .tsv file holds (MR, output) rows."""
+    if Path(path).suffix.lower() in TABLE_SUFFIXES:
+        return read_table(path)[1]
     return read_lines(path)
+
+
+def read_scoring_files(refs_path, outputs_path) -> tuple[list[str], list[list[str]]]:
+    """(outputs, references) of two files that must pair one output with each instance; when they do not, the error
+    says how each file was read and what usually causes the difference."""
+    outputs, references = read_outputs(outputs_path), read_references(refs_path)
+    if len(outputs) == len(references):
+        return outputs, references
+    said = [f"{outputs_path} holds {len(outputs)} outputs (one per line) and {refs_path} {len(references)} instances"]
+    text_refs = Path(refs_path).suffix.lower() not in TABLE_SUFFIXES
+    if text_refs and all(len(group) == 1 for group in references) and "" not in read_lines(refs_path):
+        said.append(f"{refs_path} has no blank line, so, as the official scorer does, each of its lines was read as "
+                    "one instance's only reference; if it holds several references per instance, separate the "
+                    "instances with blank lines")
+    if outputs and outputs[-1] == "" and len(outputs) == len(references) + 1:
+        said.append(f"the last line of {outputs_path} is blank, which counts as one more (empty) output, as it does "
+                    "for the official scorer: remove it")
+    raise ValueError("; ".join(said) + ". The outputs must be one per instance, in the order of the references")
 
 
 def mteval_tokens(text: str) -> list[str]:
@@ -222,6 +302,11 @@ def e2e_scores(predictions: list[str], references: list[list[str]]) -> dict:
     empty = [i for i, group in enumerate(references) if not any(r.strip() for r in group)]
     if empty:
         raise ValueError(f"instances {empty[:10]} have no reference")
+    for i, text in enumerate(predictions):
+        check_spaces(text, f"system output {i + 1}")
+    for i, group in enumerate(references):
+        for ref in group:
+            check_spaces(ref, f"a reference of instance {i + 1}")
     if shutil.which("java") is None:
         raise RuntimeError(f"java was not found: {JAVA_HINT}")
     coco = coco_scores(predictions, references)

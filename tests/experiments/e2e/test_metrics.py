@@ -1,15 +1,16 @@
 """E2E scores against the official scorer (measure_scores.py of e2e-metrics, commit 1b9c4d8): its published output
 for the challenge's example, and its output on edge cases (run separately with Perl's mteval-v13a and the METEOR
 jar; the numbers below are what it printed)."""
+import csv
 import json
 import subprocess
 import sys
 
 import pytest
 
-from experiments.e2e.metrics import e2e_scores, read_outputs, read_references
+from experiments.e2e.metrics import e2e_scores, group_references, read_outputs, read_references, read_scoring_files
 
-from helpers import ROOT, SHARED
+from helpers import ROOT, SHARED, needs_data
 
 EXAMPLE = SHARED / "e2e_nlg" / "official-example"
 
@@ -161,3 +162,59 @@ def test_evaluate_modules_load_from_the_checkout():
     glue = evaluate.load(str(ROOT / "metrics" / "glue_tasks"), "mrpc")
     got = glue.compute(predictions=[[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], references=[1, 0, 0, 0])
     assert got == pytest.approx({"accuracy": 75.0, "f1": 100 * 2 / 3})
+
+
+def test_a_space_python_and_mteval_disagree_on_is_refused_with_its_line(tmp_path):
+    """U+001F between two words: Python's split() makes two tokens, mteval's Perl one (the official BLEU was 0.8790
+    where a plain split gave 1.0): never scored, named instead, in files and in a run's predictions alike."""
+    outputs = tmp_path / "outs.txt"
+    outputs.write_text("the eagle is\x1fa pub\nfine\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 1 of .*outs.txt holds U\+001F, a character Python reads as a space "
+                                         r"and the official scorer's mteval \(Perl\) does not"):
+        read_outputs(outputs)
+    with pytest.raises(ValueError, match=r"system output 2 holds U\+00A0, U\+3000"):
+        e2e_scores(["fine", "a\xa0b\u3000c"], [["fine"], ["a b c"]])
+    with pytest.raises(ValueError, match=r"a reference of instance 1 holds U\+2009"):
+        e2e_scores(["fine"], [["fine\u2009here"]])
+
+
+@needs_data
+def test_csv_references_are_grouped_by_consecutive_mr_as_the_official_scorer_reads_them(tmp_path):
+    test_set = SHARED / "e2e_nlg" / "testset_w_refs.csv"
+    grouped = read_references(test_set)
+    with open(test_set, encoding="utf-8", newline="") as f:  # csv's reader, grouped by MR: an independent reading
+        rows = list(csv.DictReader(f))
+
+    def unquoted(text):  # the official reader drops one quote (and spaces) at each end of a field
+        text = text.strip()
+        text = text[1:].lstrip() if text[:1] in "'\"" else text
+        return text[:-1].rstrip() if text[-1:] in "'\"" else text
+
+    expected = group_references([r["mr"] for r in rows], [unquoted(r["ref"]) for r in rows]).values()
+    assert grouped == list(expected)
+    assert len(grouped) == 630 and sum(map(len, grouped)) == 4693
+    assert "The Phoenix' is a kid-friendly French pub." in grouped[277][0]  # a leading quote dropped, as officially
+    small = tmp_path / "refs.csv"
+    small.write_text('"mr","ref"\n"name[A]","A is a pub."\n"name[A]","A serves beer."\n"name[B]","B is a cafe."\n',
+                     encoding="utf-8")
+    outputs = tmp_path / "outs.txt"
+    outputs.write_text("A is a pub.\nB is a cafe.\n")
+    assert read_scoring_files(small, outputs) == (["A is a pub.", "B is a cafe."],
+                                                  [["A is a pub.", "A serves beer."], ["B is a cafe."]])
+    small.write_text('"mr","ref"\n"name[A]","A is a "pub"."\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rows \[1\] hold a quote inside the text"):
+        read_references(small)
+
+
+def test_a_count_mismatch_says_how_each_file_was_read(tmp_path):
+    refs, outputs = tmp_path / "refs.txt", tmp_path / "outs.txt"
+    refs.write_text("A is a pub.\nA serves beer.\n\nB is a cafe.\n")
+    outputs.write_text("A is a pub.\nB is a cafe.\n\n")  # a blank last line: one more, empty, output
+    with pytest.raises(ValueError, match=r"holds 3 outputs .* and .*refs.txt 2 instances; the last line of "
+                                         r".*outs.txt is blank, which counts as one more \(empty\) output"):
+        read_scoring_files(refs, outputs)
+    refs.write_text("A is a pub.\nA serves beer.\nA has food.\n")  # one instance's references, no blank line
+    outputs.write_text("A is a pub.\n")
+    with pytest.raises(ValueError, match=r"refs.txt has no blank line, so, as the official scorer does, each of its "
+                                         r"lines was read as one instance's only reference"):
+        read_scoring_files(refs, outputs)
