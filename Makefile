@@ -27,7 +27,7 @@ DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO
 COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: figure7 docs serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
+.PHONY: demo-figure6 figure5 figure6 figure7 docs serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
@@ -137,6 +137,18 @@ figure4: $(STAMP)
 			$$exp $(OVERRIDES) || exit 1; done; \
 	done
 
+# Figure 5 as the paper ran it (GPU + hub): RoBERTa-base at Table 9's settings on RTE, MRPC, STS-B and CoLA, f_c from
+# 0 to 500 (W = 200) beside the uniform draw ("No bias")
+FIG5_TASKS ?= rte mrpc stsb cola
+figure5: $(STAMP)
+	for t in $(FIG5_TASKS); do $(PYTHON) -m experiments.train -m sweep=fc experiment=glue/roberta_base/$$t \
+		seed=$(SEEDS) $(OVERRIDES) || exit 1; done
+
+# Figure 6 (Appendix C.1, GPU + hub): MRPC training curves, LoRA r = 1 vs FourierFT n = 1536, 120 epochs
+figure6: $(STAMP)
+	$(PYTHON) -m experiments.train -m sweep=fig6_lora experiment=glue/roberta_base/mrpc seed=$(SEEDS) $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig6_fourierft experiment=glue/roberta_base/mrpc seed=$(SEEDS) $(OVERRIDES)
+
 # Figure 7 (Appendix C.2): the expressive-ability toy at the paper's scale, 5 seeds, on CPU (~5 min)
 figure7: $(STAMP)
 	$(PYTHON) scripts/fig7_expressive.py --out results/fig7
@@ -145,8 +157,10 @@ figure7: $(STAMP)
 figure1: $(STAMP)
 	$(PYTHON) -m experiments.train -m sweep=fig1_vit_lora experiment=vision/vit_base/dtd $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m sweep=fig1_vit_fourierft experiment=vision/vit_base/dtd $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_vit_full experiment=vision/vit_base/dtd $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_lora experiment=instruct/llama2_7b $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_fourierft experiment=instruct/llama2_7b $(OVERRIDES)
+	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_full experiment=instruct/llama2_7b $(OVERRIDES)
 
 figures: $(STAMP)
 	$(PYTHON) scripts/figures.py --results results/sweeps --out results/figures
@@ -163,6 +177,16 @@ demo-sweep: $(STAMP)
 	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
 	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps --reference results/demo/sweeps)
 
+# Figure 6 offline: MiniLM on the MRPC demo subset (1,000 examples, full dev set), LoRA r = 1 vs FourierFT n = 768
+# (the same 9,216 trainable numbers on MiniLM's 12 q, v layers), 6 epochs, one seed
+DEMO_FIG6 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=mrpc \
+	$(if $(REFERENCE),require_clean_tree=true) $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR))
+demo-figure6: $(STAMP)
+	$(DEMO_FIG6) results_dir=$(DEMO_OUT)/sweeps/fig6 sweep=fig6_lora trainer.epochs=6 $(OVERRIDES)
+	$(DEMO_FIG6) results_dir=$(DEMO_OUT)/sweeps/fig6 sweep=fig6_fourierft method.n=768 trainer.epochs=6 $(OVERRIDES)
+	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig6 --reference results/demo/sweeps/fig6)
+
 # Figure 1's panels offline. ViT: the vision demo's backbone and data, LoRA r = 8/16/32 vs FourierFT n = 3000/10000.
 # Instruct: the instruct demo (SmolLM2, local judge), LoRA r = 32/64/128 vs FourierFT n = 1000/2000.
 DEMO_FIG1 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m $(if $(REFERENCE),require_clean_tree=true)
@@ -170,6 +194,7 @@ demo-figure1: demo-figure1-vit demo-figure1-instruct
 demo-figure1-vit: $(STAMP) fashion-mnist
 	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_lora $(OVERRIDES)
 	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_fourierft $(OVERRIDES)
+	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_full $(OVERRIDES)
 	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
 	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig1_vit --reference results/demo/sweeps/fig1_vit)
 demo-figure1-instruct: $(STAMP)

@@ -10,6 +10,8 @@ reads only its own sweeps' folder under --results (the folder its sweep configs 
   the configuration (learning rates) with the best mean dev score among those run for it, as the paper tuned per
   point (`make figure4` runs an Optuna search per point)
 - fig5_fc.png (fc/): dev score vs f_c per task, the sweep's own uniform run (f_c null) as a dashed line
+- fig6_training.png (fig6/): dev accuracy, F1 and training loss per epoch of LoRA r = 1 and FourierFT n = 1536 on
+  MRPC (Figure 6; the same trainable parameter count), mean over seeds
 - basis.md (basis/): the basis ablation table (Table 6)
 
 The GLUE parameters-vs-score plot of the main results is scripts/tables.py's glue_params_vs_score.png.
@@ -31,7 +33,16 @@ from tables import display_name, epoch_scores, fmt, read_results, save_png  # no
 from fourierft import frequency_bias  # noqa: E402
 from fourierft.files import write_atomic  # noqa: E402
 
-FOLDERS = {"fig1": ("fig1_instruct", "fig1_vit"), "fig4": "fig4", "fig5": "fc", "basis": "basis"}
+FOLDERS = {"fig1": ("fig1_instruct", "fig1_vit"), "fig4": "fig4", "fig5": "fc", "fig6": "fig6", "basis": "basis"}
+
+
+FIG4_TASKS = ("mrpc", "cola", "rte", "stsb", "sst2", "qqp")  # the paper's panels, in its order
+FIG5_TASKS = ("rte", "mrpc", "stsb", "cola")
+
+
+def paper_order(tasks, order) -> list:
+    """The tasks in the paper's panel order, any others after them."""
+    return [t for t in order if t in set(tasks)] + sorted(set(tasks) - set(order))
 
 
 def per_config(runs: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +171,7 @@ def fig4_n_scaling(configs: pd.DataFrame, out: Path) -> str:
 
     header = ["| task | method | setting | params per layer | ln | configurations tried (best dev shown) | seeds | "
               "dev score |", "|---|---|---|---|---|---|---|---|"]
-    return task_figure(sorted(rows.task.unique()), out / "fig4_n_scaling.png", header,
+    return task_figure(paper_order(rows.task.unique(), FIG4_TASKS), out / "fig4_n_scaling.png", header,
                        "ln # trainable parameters (per layer)", draw)
 
 
@@ -177,7 +188,7 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
             ax.errorbar(curve.fc, curve.score, yerr=curve.sd.fillna(0), marker="o", capsize=3, label=f"n={n}")
             uniform = rows[(rows.task == task) & (rows.n == n) & rows.fc.isna()]
             if not uniform.empty:
-                ax.axhline(uniform.score.iloc[0], linestyle="--", color="grey", label=f"uniform, n={n}")
+                ax.axhline(uniform.score.iloc[0], linestyle="--", color="grey", label=f"No bias, n={n}")
                 lines.append(f"| {display_name(task)} | {n} | uniform | {int(uniform.seeds.iloc[0])} | "
                              f"{fmt(uniform.score.iloc[0], 'score')} |")
             lines += [f"| {display_name(task)} | {n} | {c.fc:g} | {int(c.seeds)} | {fmt(c.score, 'score')} |"
@@ -185,8 +196,49 @@ def fig5_fc(configs: pd.DataFrame, out: Path) -> str:
         return lines
 
     header = ["| task | n | f_c | seeds | dev score |", "|---|---|---|---|---|"]
-    return task_figure(sorted(biased.task.unique()), out / "fig5_fc.png", header, "favoured central frequency f_c",
-                       draw)
+    return task_figure(paper_order(biased.task.unique(), FIG5_TASKS), out / "fig5_fc.png", header,
+                       "favoured central frequency f_c", draw)
+
+
+def epoch_curves(runs: list) -> pd.DataFrame:
+    """Per run and epoch: dev accuracy and F1 (x100), and the mean of the training losses logged in that epoch."""
+    rows = []
+    for r in runs:
+        losses = r.outcome.get("train_loss") or []
+        previous = 0.0
+        for e in r.outcome["epochs"]:
+            logged = [x["loss"] for x in losses if previous < x["epoch"] <= e["epoch"]]
+            rows.append({"method": r.method, "variant": r.variant, "seed": r.seed, "epoch": e["epoch"],
+                         "accuracy": e.get("accuracy"), "f1": e.get("f1"),
+                         "train_loss": sum(logged) / len(logged) if logged else float("nan")})
+            previous = e["epoch"]
+    return pd.DataFrame(rows)
+
+
+def fig6_training(results: Path, out: Path) -> str:
+    """Figure 6: per epoch, dev accuracy, F1 and training loss, one line per configuration (mean over seeds)."""
+    runs = [r for r in read_results(results, sweeps=True) if r.report["table"] == "selected"] \
+        if results.is_dir() else []
+    if not runs:
+        return ""
+    curves = epoch_curves(runs).groupby(["method", "variant", "epoch"]).agg(
+        accuracy=("accuracy", "mean"), f1=("f1", "mean"), train_loss=("train_loss", "mean"),
+        seeds=("seed", "nunique")).reset_index()
+    fig, axes = _plt().subplots(1, 3, figsize=(13, 3.4))
+    for (method, variant), curve in curves.groupby(["method", "variant"]):
+        for ax, column in zip(axes, ("accuracy", "f1", "train_loss")):
+            ax.plot(curve.epoch, curve[column], label=f"{method} ({variant})")
+    for ax, label in zip(axes, ("Accuracy", "F1 Score", "Training Loss")):
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, out / "fig6_training.png")
+    lines = ["| method | variant | epoch | seeds | accuracy | F1 | training loss |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.method} | {c.variant} | {c.epoch:g} | {int(c.seeds)} | {fmt(c.accuracy, 'score')} | "
+              f"{fmt(c.f1, 'score')} | {c.train_loss:.4f} |" for c in curves.itertuples()]
+    return "\n".join(lines)
 
 
 def basis_table(configs: pd.DataFrame) -> str:
@@ -235,7 +287,8 @@ def point_scores(folder: Path) -> pd.DataFrame:
 # beside runs of the same model and task
 FIG1_PAPER = {("llama2_7b", "alpaca"): [("lora r=64", 33_500_000, 5.20), ("fourierft n=1000", 64_000, 5.18)],
               ("vit_base", "dtd"): [("lora r=16", 581_000, 74.95), ("fourierft n=3000", 72_000, 75.09),
-                                    ("fourierft n=10000", 239_000, 77.30)]}
+                                    ("fourierft n=10000", 239_000, 77.30), ("full", 85_800_000, 77.68)]}
+STYLE = {"full": {"color": "black", "label": "full fine-tuning"}}  # the paper's black circles
 
 
 def fig1(results: Path, out: Path) -> str:
@@ -250,8 +303,9 @@ def fig1(results: Path, out: Path) -> str:
     for ax, (name, rows) in zip(axes[0], panels):
         for (model, method), curve in rows.groupby(["model", "method"]):
             curve = curve.sort_values("params")
+            style = STYLE.get(method, {})
             ax.errorbar(curve.params, curve.score, yerr=curve.sd.fillna(0), marker="o", capsize=3,
-                        label=f"{method} ({model})")
+                        color=style.get("color"), label=f"{style.get('label', method)} ({model})")
             for _, c in curve.iterrows():
                 ax.annotate(c.variant, (c.params, c.score), fontsize=7, xytext=(3, 3), textcoords="offset points")
                 lines.append(f"| {name} | {model} | {display_name(c.task)} | {method} | {c.variant} | "
@@ -284,8 +338,11 @@ def main(argv=None) -> int:
         notes += ["## Figure 1: score vs trainable parameters (fig1_params_vs_score.png)", "", text,
                   "", "Crosses: the paper's points that its tables state.", ""]
     medians = fig3_sampling(args.out)
-    notes += ["## Figure 3: sampling probability", "median radius of a draw (384x384, W=200): "
+    notes += ["## Figure 3: sampling probability", "median radius of a draw (768x768, W=200): "
               + ", ".join(f"f_c={fc}: {m:.0f}" for fc, m in medians.items()), ""]
+    text = fig6_training(args.results / FOLDERS["fig6"], args.out)
+    if text:
+        notes += ["## Figure 6: training curves, MRPC (fig6_training.png)", "", text, ""]
     basis_title = "Table 6: basis ablation (dev score, best epoch, mean over seeds)"
     for title, key, draw in (("Figure 4: score vs parameters", "fig4", fig4_n_scaling),
                              ("Figure 5: score vs f_c", "fig5", fig5_fc), (basis_title, "basis", None)):

@@ -9,8 +9,8 @@ import torch
 
 from fourierft.files import write_atomic
 
-from ..shared.causal import CausalLMFamily, training_losses
-from ..shared.family import Outcome, Report, Trained, subsample
+from ..shared.causal import CausalLMFamily
+from ..shared.family import Outcome, Report, Trained, subsample, training_losses
 from ..shared.validate import fraction, int_at_least, optional
 from .data import load_e2e, prompt
 from .metrics import e2e_scores, group_references

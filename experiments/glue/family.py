@@ -15,6 +15,7 @@ from ..shared.family import (
     Trained,
     epoch_outcome,
     subsample,
+    training_losses,
 )
 from .data import load_glue
 from .metrics import compute_metrics
@@ -69,7 +70,8 @@ class Glue(Family):
     def evaluate(self, trained: Trained, artifacts) -> Outcome:
         epochs = [{"epoch": round(e["epoch"], 3), **self.dev_metrics(e)} for e in trained.trainer.state.log_history
                   if "eval_loss" in e] or [trained.collective["final"]]
-        return epoch_outcome(epochs, self.selection, main_metric=self.task.metrics[0])
+        return epoch_outcome(epochs, self.selection, main_metric=self.task.metrics[0],
+                             train_loss=training_losses(trained.trainer))
 
     def dev_metrics(self, logged: dict) -> dict:
         """The task's metrics from a Trainer evaluation record (keys "eval_<metric>")."""

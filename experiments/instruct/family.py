@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 
 from fourierft.files import write_atomic
 
-from ..shared.causal import CausalLMFamily, training_losses
-from ..shared.family import Outcome, Report, Trained
+from ..shared.causal import CausalLMFamily
+from ..shared.family import Outcome, Report, Trained, training_losses
 from ..shared.prompts import alpaca_prompt, encode_conversation
 from ..shared.validate import int_at_least, optional
 from .data import find_bench_dir, load_alpaca, load_bench, read_jsonl

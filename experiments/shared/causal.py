@@ -73,8 +73,3 @@ class CausalLMFamily(Family):
     def evaluate_on_every_rank(self, trainer, prepared):
         held_out = prepared.held_out
         return {"loss": trainer.evaluate(eval_dataset=held_out)["eval_loss"] if len(held_out) else float("nan")}
-
-
-def training_losses(trainer) -> list[dict]:
-    """The training loss Trainer logged, with its epoch."""
-    return [{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]

@@ -231,6 +231,11 @@ def epoch_outcome(epochs: list[dict], selection: Selection, main_metric: str, **
         "last": {"epoch": epochs[-1]["epoch"], "metrics": metric_values(epochs[-1])}, **fields})
 
 
+def training_losses(trainer) -> list[dict]:
+    """The training loss Trainer logged (every trainer.logging_steps steps), with its epoch."""
+    return [{"epoch": e["epoch"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+
+
 def subsample(dataset, limit, seed):
     """A seeded random subset of `limit` examples (all of them when limit is None)."""
     if limit is None or limit >= len(dataset):

@@ -81,3 +81,26 @@ def test_basis_table_puts_the_papers_table_6_beside_ours():
     table = figures.basis_table(rows)
     assert "| roberta_base | RTE | 1000 | 70.0 (1 seeds) | 70.0 (1 seeds) | - | 79.1 / 72.7 / 75.6 |" in table
     assert "| tiny | RTE | 1000 | 70.0 (1 seeds) | 70.0 (1 seeds) | - | - |" in table
+
+
+def test_figure_6_curves_are_per_epoch_means_over_seeds(tmp_path):
+    """Dev accuracy and F1 of each epoch, and the mean of the training losses logged within it, averaged over
+    seeds; one line per configuration."""
+    folder = tmp_path / "sweeps" / "fig6"
+    folder.mkdir(parents=True)
+    for seed, shift in ((0, 0.0), (1, 2.0)):
+        for method, variant, base in (("lora", "r=1", 80.0), ("fourierft", "n=1536", 84.0)):
+            epochs = [{"epoch": e, "accuracy": base + e + shift, "f1": base + 5 + e + shift} for e in (1.0, 2.0)]
+            losses = [{"epoch": 0.5, "loss": 0.7 + shift}, {"epoch": 1.0, "loss": 0.5 + shift},
+                      {"epoch": 1.5, "loss": 0.3}, {"epoch": 2.0, "loss": 0.1}]
+            run = glue_result("mrpc", "accuracy", base, method=method, variant=variant, seed=seed, epochs=epochs,
+                              train_loss=losses, config_id=variant)
+            (folder / f"{method}-{variant}-seed{seed}.json").write_text(json.dumps(run))
+    out = tmp_path / "figures"
+    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(tmp_path / "sweeps"), "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    notes = (out / "figures.md").read_text()
+    # epoch 1: losses (0.7, 0.5) and (2.7, 2.5) -> 0.6 and 2.6 -> 1.6; epoch 2: (0.3, 0.1) both -> 0.2
+    assert "| lora | r=1 | 1 | 2 | 82.0 | 87.0 | 1.6000 |" in notes
+    assert "| fourierft | n=1536 | 2 | 2 | 87.0 | 92.0 | 0.2000 |" in notes
+    assert (out / "fig6_training.png").stat().st_size > 5000
