@@ -56,4 +56,4 @@ def test_cfg_job_prints_the_run_values():
                           "method=lora", "--cfg", "job"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     method, trainer = out.split("\nmethod:\n")[1], out.split("\ntrainer:\n")[1]
     assert "  lr: 0.0004\n" in method and "  head_lr: 0.0004\n" in method and "  r: 8\n" in method
-    assert "  epochs: 80\n" in trainer and "  batch_size: 16\n" in trainer and "  max_length: 512\n" in trainer
+    assert "  epochs: 80\n" in trainer and "  batch_size: 32\n" in trainer and "  max_length: 512\n" in trainer

@@ -148,7 +148,7 @@ def test_score_command_prints_json_last():
     assert scores["bleu"] == pytest.approx(72.03, abs=0.01) and scores["nist"] == pytest.approx(7.8212, abs=1e-3)
     bad = subprocess.run([sys.executable, "scripts/score_e2e.py", str(EXAMPLE / "devel-conc.txt"),
                           str(EXAMPLE / "expected.json")], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and "system outputs for 10 reference groups" in bad.stderr
+    assert bad.returncode == 2 and "holds 8 outputs (one per line) and" in bad.stderr and "10 instances" in bad.stderr
 
 
 @needs_example
