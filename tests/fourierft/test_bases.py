@@ -71,17 +71,20 @@ def test_a_basis_is_the_same_in_a_fresh_process_whatever_the_global_seed():
     global random state, or a loaded adapter would compute another dW."""
     code = ("import sys, torch; torch.manual_seed(int(sys.argv[1])); torch.randn(7); "
             "from fourierft.bases import basis_matrix; "
-            "sys.stdout.write(basis_matrix(24, sys.argv[2], 5, 'in').double().numpy().tobytes().hex())")
+            "sys.stdout.write(' '.join(basis_matrix(24, k, 5, 'in').double().numpy().tobytes().hex() "
+            "for k in ('random', 'orthogonal')))")
+    here = {}
     for kind in ("random", "orthogonal"):
         torch.manual_seed(99)
         state = torch.get_rng_state()
-        here = basis_matrix(24, kind, 5, "in").double()
+        here[kind] = basis_matrix(24, kind, 5, "in").double()
         assert torch.equal(torch.get_rng_state(), state)  # the global generator is not drawn from
-        for global_seed in ("0", "12345"):
-            out = subprocess.run([sys.executable, "-c", code, global_seed, kind], capture_output=True, text=True,
-                                 check=True).stdout
-            there = torch.from_numpy(np.frombuffer(bytes.fromhex(out), dtype=np.float64).reshape(24, 24).copy())
-            assert torch.equal(there, here), (kind, global_seed)
+    for global_seed in ("0", "12345"):  # one fresh process per global seed, both kinds in each
+        out = subprocess.run([sys.executable, "-c", code, global_seed], capture_output=True, text=True,
+                             check=True).stdout.split()
+        for kind, hexed in zip(("random", "orthogonal"), out):
+            there = torch.from_numpy(np.frombuffer(bytes.fromhex(hexed), dtype=np.float64).reshape(24, 24).copy())
+            assert torch.equal(there, here[kind]), (kind, global_seed)
 
 
 def test_basis_is_saved_and_peft_export_refused(tmp_path):
