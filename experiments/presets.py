@@ -22,8 +22,19 @@ TABLES = CONF / "tables"
 LEVEL_KEYS = ("groups", "values")
 
 
-def methods() -> list[str]:
-    return sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+@cache
+def methods() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (CONF / "method").glob("*.yaml")))
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` on a copy of `base`: nested dicts merged key by key, anything else (a list, null) replaced, as Hydra
+    merges configs. Plain dicts: every process that imports the suite reads the tables, and OmegaConf's merge cost
+    half a second of that start-up."""
+    out = {key: merged(value, {}) if isinstance(value, dict) else value for key, value in base.items()}
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _level(table: Path, where: str, node: dict, extra: tuple = ()) -> dict:
@@ -47,7 +58,7 @@ def read_tables(folder: Path) -> dict:
     found = {}
     for table in sorted(folder.rglob("*.yaml")):
         prefix = str(table.relative_to(folder).with_suffix(""))
-        content = OmegaConf.to_container(OmegaConf.load(table))
+        content = OmegaConf.to_container(OmegaConf.load(table))  # its YAML reader: 1e-1 is a number
         top = _level(table, "the table", content, extra=("models", "rows"))
         if not content.get("rows"):
             raise ValueError(f"{table} has no rows")
@@ -56,8 +67,8 @@ def read_tables(folder: Path) -> dict:
                 level = _level(table, f"row {row}", node or {})
                 name = "/".join(p for p in (prefix, model, str(row)) if p)
                 groups = {**top["groups"], **({"model": model} if model else {}), **level["groups"]}
-                values = OmegaConf.to_container(OmegaConf.merge(top["values"], level["values"]))
-                per_method = {m: OmegaConf.to_container(OmegaConf.merge(top[m], level[m])) for m in methods()}
+                values = merged(top["values"], level["values"])
+                per_method = {m: merged(top[m], level[m]) for m in methods()}
                 found[name] = ([{f"override /{g}": choice} for g, choice in groups.items()], values,
                                {m: v for m, v in per_method.items() if v})
     return found
