@@ -91,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=2000)
     args = parser.parse_args(argv)
+    if args.epochs < 1 or not args.seeds:
+        parser.error(f"--epochs {args.epochs} --seeds {args.seeds}: at least one epoch and one seed")
     torch.set_num_threads(1)  # tiny matrices: threads only add noise to the timing and the order of sums
     rows, best = [], {}
     for seed in args.seeds:

@@ -53,3 +53,9 @@ def test_a_short_run_writes_curves_and_a_summary_that_agree(tmp_path):
 
 def test_the_committed_figure_7_summary_is_what_its_curves_say():
     check_summary_against_curves(ROOT / "results" / "fig7")
+
+
+def test_zero_epochs_is_refused():
+    proc = subprocess.run([sys.executable, "scripts/fig7_expressive.py", "--epochs", "0", "--out", "/nonexistent"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--epochs 0" in proc.stderr and "at least one epoch" in proc.stderr
