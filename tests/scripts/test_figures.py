@@ -104,3 +104,12 @@ def test_figure_6_curves_are_per_epoch_means_over_seeds(tmp_path):
     assert "| lora | r=1 | 1 | 2 | 82.0 | 87.0 | 1.6000 |" in notes
     assert "| fourierft | n=1536 | 2 | 2 | 87.0 | 92.0 | 0.2000 |" in notes
     assert (out / "fig6_training.png").stat().st_size > 5000
+
+
+def test_figure_4_says_why_lora_points_without_a_fourierft_run_are_not_drawn(tmp_path):
+    sweeps = tmp_path / "sweeps"
+    (sweeps / "fig4").mkdir(parents=True)
+    fake_run(sweeps / "fig4", "lora", 0, 65.0, r=8)
+    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(sweeps), "--out", str(tmp_path / "f")],
+                   cwd=ROOT, check=True, capture_output=True)
+    assert "LoRA points of m are not drawn" in (tmp_path / "f" / "figures.md").read_text()
