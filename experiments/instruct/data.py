@@ -7,7 +7,7 @@ from typing import Optional
 
 from datasets import Dataset, load_dataset
 
-from ..shared.sources import resolve_source
+from ..shared.sources import read_text, resolve_source
 
 BENCHES = {"mt_bench": "mt_bench", "vicuna": "vicuna_bench"}
 
@@ -15,7 +15,7 @@ BENCHES = {"mt_bench": "mt_bench", "vicuna": "vicuna_bench"}
 def read_alpaca(path: Path) -> Dataset:
     """A JSON list of {instruction, input (optional), output} records; the error names the file and record."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}): truncated or not an Alpaca file") from e
     if not isinstance(records, list) or not records:

@@ -3,6 +3,8 @@ else one error that names the setting to change. Every loader of the suite goes 
 from __future__ import annotations
 
 import functools
+import gzip
+import lzma
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -10,6 +12,32 @@ from pathlib import Path
 from typing import Optional, TypeVar
 
 T = TypeVar("T")
+
+
+COMPRESSED = {".xz": lzma.open, ".gz": gzip.open}
+
+
+def local_file(path: Path) -> Path | None:
+    """`path`, or its compressed copy (`path`.xz or .gz) where only that exists (the repository's data/ holds its
+    copies compressed); None when neither is a file."""
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in COMPRESSED)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_text(path: Path, encoding: str = "utf-8", newline: str | None = None) -> str:
+    """A local text file's content, decompressed where its name ends in .xz or .gz; a truncated or damaged
+    compressed file is an error naming it."""
+    opener = COMPRESSED.get(path.suffix)
+    if opener is None:
+        with open(path, encoding=encoding, newline=newline) as f:
+            return f.read()
+    try:
+        with opener(path, "rt", encoding=encoding, newline=newline) as f:
+            return f.read()
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path} cannot be decompressed ({e}): truncated or not a {path.suffix} file") from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from .family import TaskDefinition, check_name
 
-TASK_CONF = Path(__file__).resolve().parents[2] / "conf" / "task"
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TASK_CONF = CONF / "task"
 
 
 def task_names() -> list[str]:
@@ -22,5 +23,6 @@ def load_task(name: str) -> TaskDefinition:
     file = TASK_CONF / f"{name}.yaml"
     if not file.is_file():
         raise ValueError(f"unknown task {name!r}; known: {', '.join(task_names())}")
-    config = OmegaConf.create({"task": OmegaConf.load(file)})
+    # the task file alone, with the default paths its definition may name (a local copy under paths.data_dir)
+    config = OmegaConf.create({"task": OmegaConf.load(file), "paths": OmegaConf.load(CONF / "paths" / "default.yaml")})
     return instantiate(config.task.definition, _convert_="all")

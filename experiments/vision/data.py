@@ -19,7 +19,9 @@ VALIDATION_NAMES = ("validation", "val")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot"]
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+             # not in the official release: a folder that fixes its validation split (the repository's data/)
+             "validation": ("validation-images-idx3-ubyte", "validation-labels-idx1-ubyte")}
 
 
 def load_vision(task: VisionTask, image_dir: Optional[str], validation_fraction: float,
@@ -76,10 +78,14 @@ def read_local(path: Path) -> dict:
 
 
 def read_idx(folder: Path) -> dict:
-    """Fashion-MNIST (or MNIST) idx files, gzipped or not, as grey PIL-decodable images."""
+    """Fashion-MNIST (or MNIST) idx files, gzipped or not, as grey PIL-decodable images: train and test, and a
+    validation split where the folder has one."""
     features = Features({"image": Image(), "label": ClassLabel(names=FASHION_MNIST_CLASSES)})
     out = {}
     for split, (images_file, labels_file) in IDX_FILES.items():
+        if split == "validation" and not any((folder / (f + z)).exists() for f in IDX_FILES[split]
+                                             for z in ("", ".gz")):
+            continue
         images, labels = _idx_array(folder, images_file), _idx_array(folder, labels_file)
         if len(images) != len(labels) or images.ndim != 3:
             raise ValueError(f"{folder}: {images_file} holds {len(images)} images of shape {images.shape[1:]} but "

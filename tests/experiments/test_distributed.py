@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from experiments.shared.identity import RunIdentity, comparable_settings, config_id
 
-from helpers import GLUE, ROOT, needs_data
+from helpers import GLUE, ROOT
 
 RUN = ["-m", "experiments.train", "task=mrpc", "model=tiny_bert", "logger=none", f"data.glue_dir={GLUE}",
        "trainer.epochs=1", "trainer.max_length=48", "trainer.progress_bar=false", "trainer.max_train_samples=64",
@@ -48,7 +48,6 @@ def logged_steps(checkpoints) -> list[dict]:
     return [e for e in json.loads(state.read_text())["log_history"] if "loss" in e]
 
 
-@needs_data
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_processes_write_once_and_match_one_process_with_the_same_global_batch(tmp_path):
@@ -103,7 +102,6 @@ CAUSAL = ["-m", "experiments.train", "task=e2e", "model=tiny_gpt2", "logger=none
           "+model.config.resid_pdrop=0.0", "+model.config.embd_pdrop=0.0", "+model.config.attn_pdrop=0.0"]
 
 
-@needs_data
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_processes_match_one_on_a_causal_lm_with_padding_and_label_smoothing(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import GLUE, ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not GLUE.is_dir(), reason="local GLUE mirror not present")]
+pytestmark = pytest.mark.slow
 
 
 # 48 examples, batch 8: 6 steps per epoch, 3 epochs, a checkpoint after each

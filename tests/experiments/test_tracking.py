@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import FAST, GLUE, ROOT, needs_glue
+from helpers import FAST, GLUE, ROOT
 
 pytest.importorskip("wandb")
 
@@ -28,7 +28,6 @@ def config_item(run_file, key: str):
 
 
 @pytest.mark.slow
-@needs_glue
 def test_the_run_config_reaches_the_wandb_run_with_secrets_redacted(tmp_path):
     secret = "sk-tracking-" + os.urandom(6).hex()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),

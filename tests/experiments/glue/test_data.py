@@ -1,12 +1,13 @@
-"""GLUE data: the original tsv layout read against the real local mirror, its damaged variants named by file and
+"""GLUE data: the original tsv layout read against the real data that ships in data/glue, its damaged variants named by file and
 line, and a missing source that says what to set."""
 import numpy as np
 import pytest
 
 from experiments.glue.data import load_glue, read_tsv
+from experiments.shared.sources import local_file
 from experiments.shared.tasks import load_task
 
-from helpers import GLUE, needs_glue
+from helpers import GLUE
 
 
 def tsv(tmp_path, task_folder, text):
@@ -40,10 +41,9 @@ def test_broken_tsv_names_file_and_line(tmp_path, task, folder, text, match):
 
 
 
-@needs_glue
 @pytest.mark.parametrize("task,rows,first_label", [("mrpc", 408, 1), ("cola", 1043, None), ("rte", 277, None), ("stsb", 1500, 5.0)])
 def test_local_tsv_reader(task, rows, first_label):
-    data = read_tsv(GLUE / load_task(task).folder / "dev.tsv", load_task(task))
+    data = read_tsv(local_file(GLUE / load_task(task).folder / "dev.tsv"), load_task(task))
     assert len(data) == rows
     if first_label is not None:
         assert data[0]["label"] == first_label
@@ -66,7 +66,6 @@ def test_missing_data_says_what_to_set(tmp_path, monkeypatch):
     sources.hub_reachable.cache_clear()
 
 
-@needs_glue
 def test_qnli_without_train_split_is_explained():
     with pytest.raises(FileNotFoundError, match="no QNLI train split"):
         load_glue(load_task("qnli"), str(GLUE))
@@ -113,8 +112,8 @@ def test_qqp_offline_says_the_mirror_lacks_it(tmp_path, monkeypatch):
     from experiments.shared import sources
 
     monkeypatch.setattr(sources, "hub_reachable", lambda: False)
-    with pytest.raises(FileNotFoundError, match=r"GLUE qqp: the Hugging Face hub is unreachable .*the local GLUE "
-                                                r"mirror has no QQP: QQP needs the hub"):
+    with pytest.raises(FileNotFoundError, match=r"GLUE qqp: the Hugging Face hub is unreachable .*the GLUE copy in "
+                                                r"data/glue has no QQP: QQP needs the hub"):
         load_glue(load_task("qqp"), None, [GLUE, tmp_path])
     qqp = tmp_path / "glue" / "QQP"
     qqp.mkdir(parents=True)
@@ -123,3 +122,25 @@ def test_qqp_offline_says_the_mirror_lacks_it(tmp_path, monkeypatch):
         (qqp / file).write_text(header + "0\t1\t2\tWhat is a cat?\tWhat's a cat?\t1\n1\t3\t4\tWhy?\tHow?\t0\n")
     data, _ = load_glue(load_task("qqp"), str(tmp_path / "glue"))
     assert data["validation"]["question2"] == ["What's a cat?", "How?"] and data["train"]["label"] == [1, 0]
+
+
+def test_a_compressed_copy_reads_as_the_plain_file_and_a_truncated_one_is_named(tmp_path):
+    """data/ ships its tsv files xz-compressed: `train.tsv.xz` stands in for a missing `train.tsv`, reads to the same
+    rows, and a truncated archive stops with the file's name (not lzma's bare EOFError)."""
+    import lzma
+
+    plain = tmp_path / "plain" / "RTE"
+    plain.mkdir(parents=True)
+    raw = lzma.decompress(local_file(GLUE / "RTE" / "dev.tsv").read_bytes())
+    (plain / "dev.tsv").write_bytes(raw)
+    (plain / "train.tsv").write_bytes(raw)
+    packed = tmp_path / "packed" / "RTE"
+    packed.mkdir(parents=True)
+    for name in ("dev.tsv", "train.tsv"):
+        (packed / f"{name}.xz").write_bytes(lzma.compress(raw))
+    a, _ = load_glue(load_task("rte"), str(plain.parent))
+    b, _ = load_glue(load_task("rte"), str(packed.parent))
+    assert a["validation"].to_dict() == b["validation"].to_dict() and len(b["validation"]) == 277
+    (packed / "dev.tsv.xz").write_bytes(lzma.compress(raw)[:2000])
+    with pytest.raises(ValueError, match=r"dev\.tsv\.xz cannot be decompressed .*truncated"):
+        load_glue(load_task("rte"), str(packed.parent))

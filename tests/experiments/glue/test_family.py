@@ -9,11 +9,8 @@ from experiments.glue.metrics import compute_metrics
 from experiments.runner import run
 from experiments.shared.tasks import load_task
 
-from helpers import needs_glue
-
 
 @pytest.mark.slow
-@needs_glue
 @pytest.mark.parametrize("task", ["mrpc", "stsb", "cola"])
 @pytest.mark.parametrize("method", ["fourierft", "lora", "linear_probe"])
 def test_runner_writes_complete_results(tmp_path, glue_config, task, method):
@@ -76,7 +73,6 @@ def rescored(cfg, adapter) -> dict:
 
 
 @pytest.mark.slow
-@needs_glue
 def test_finished_run_is_skipped(tmp_path, glue_config):
     cfg = glue_config("task=rte")
     run(cfg)

@@ -11,7 +11,7 @@ from experiments.instruct.family import rouge_l
 from experiments.instruct.judge import OpenAIJudge, grade, load_prompts, parse_rating
 from experiments.runner import run
 
-from helpers import SHARED, needs_data
+from helpers import DATA
 
 
 class _Judge(BaseHTTPRequestHandler):
@@ -52,9 +52,8 @@ def judge_server():
     server.server_close()
 
 
-@needs_data
 def test_openai_judge_client_on_loopback(judge_server):
-    bench = SHARED / "mt_bench_vicuna"
+    bench = DATA / "mt_bench_vicuna"
     prompts = load_prompts(bench)
     questions, refs = load_bench(bench, "mt_bench")
     math_q = next(q for q in questions if q["category"] == "math")
@@ -77,7 +76,6 @@ def test_rating_parse():
 
 
 @pytest.mark.slow
-@needs_data
 def test_instruct_runner_answers_and_judges(tmp_path, generation_config, judge_server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", judge_server)
     cfg = generation_config("task=alpaca", "model=tiny_llama", "method=fourierft", "method.n=30", "judge=openai",
@@ -137,7 +135,6 @@ def test_judge_retries_transient_errors(judge_server):
         OpenAIJudge(judge_server, "m", retries=2, backoff=0.01)([{"role": "user", "content": "rate"}])
 
 
-@needs_data
 def test_a_server_that_is_not_a_chat_endpoint_stops_the_run_before_training(tmp_path, generation_config):
     from http.server import SimpleHTTPRequestHandler
 
@@ -185,7 +182,6 @@ def test_unreachable_judge_stops_the_run_before_training(tmp_path, generation_co
 
 
 @pytest.mark.slow
-@needs_data
 def test_judge_failure_keeps_training_and_answers_and_judging_later_works(tmp_path, generation_config, judge_server):
     common = ["task=alpaca", "model=tiny_llama", "method.n=30", "task.max_questions=1", "task.max_new_tokens=4"]
     # 1) the judge fails after training and answering: adapter and answers stay, no result yet
@@ -205,7 +201,6 @@ def test_judge_failure_keeps_training_and_answers_and_judging_later_works(tmp_pa
 
 
 @pytest.mark.slow
-@needs_data
 def test_a_run_without_judge_is_judged_later(tmp_path, generation_config, judge_server):
     common = ["task=alpaca", "model=tiny_llama", "method.n=30", "task.max_questions=1", "task.max_new_tokens=4"]
     run(generation_config(*common, "judge=none"))
@@ -227,7 +222,6 @@ def test_a_run_without_judge_is_judged_later(tmp_path, generation_config, judge_
 
 
 @pytest.mark.slow
-@needs_data
 @pytest.mark.parametrize("given", ["environment", "command line", "command line, multirun"])
 def test_no_file_the_suite_writes_holds_the_api_key(tmp_path, judge_server, given):
     import os

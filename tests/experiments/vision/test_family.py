@@ -6,7 +6,7 @@ import pytest
 
 from experiments.runner import run
 
-from helpers import FASHION, make_image_folder, needs_fashion, read_result, vision_config
+from helpers import FASHION, make_image_folder, read_result, vision_config
 
 
 @pytest.mark.parametrize("method", ["fourierft", "lora", "linear_probe", "full"])
@@ -28,7 +28,6 @@ def test_tiny_vit_on_an_image_folder_end_to_end(fast_config, tmp_path, method):
     assert result["adapter_bytes"] > 0
 
 
-@needs_fashion
 def test_tiny_vit_on_a_fashion_mnist_slice(fast_config):
     cfg = vision_config(fast_config, "task=fashion_mnist", "method=fourierft", "method.n=40",
                         "trainer.max_train_samples=32", "trainer.max_eval_samples=20")
