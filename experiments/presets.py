@@ -54,7 +54,8 @@ def presets() -> dict:
 
 
 def read_tables(folder: Path) -> dict:
-    """{experiment name: (defaults list, values, {method: values})} from every table under `folder`."""
+    """{experiment name: (defaults list, values, {method: values}, the table file)} from every table under
+    `folder`."""
     found = {}
     for table in sorted(folder.rglob("*.yaml")):
         prefix = str(table.relative_to(folder).with_suffix(""))
@@ -70,7 +71,7 @@ def read_tables(folder: Path) -> dict:
                 values = merged(top["values"], level["values"])
                 per_method = {m: merged(top[m], level[m]) for m in methods()}
                 found[name] = ([{f"override /{g}": choice} for g, choice in groups.items()], values,
-                               {m: v for m, v in per_method.items() if v})
+                               {m: v for m, v in per_method.items() if v}, table)
     return found
 
 
@@ -82,10 +83,60 @@ def register() -> None:
     """Every row as Hydra's experiment/<name> and each of its methods as preset/<name>/<method> (global package, as
     the YAML presets were)."""
     store = ConfigStore.instance()
-    for name, (defaults, values, per_method) in presets().items():
+    for name, (defaults, values, per_method, _) in presets().items():
         group, _, leaf = f"experiment/{name}".rpartition("/")
         store.store(group=group, name=leaf, node={"defaults": defaults, **values}, package="_global_",
                     provider="fourierft")
         for method, settings in per_method.items():
             store.store(group=f"preset/{name}", name=method, node=settings, package="_global_",
                         provider="fourierft")
+
+
+def experiment_yaml(name: str, method: str) -> str:
+    """Preset `name` run with `method` as a plain Hydra experiment file (conf/experiment/<file>.yaml): its config
+    group choices as defaults overrides, the table's values for the row and the method merged as Hydra merges
+    them. `experiment=<file>` composes to the same config id as `experiment=<name> method=<method>`."""
+    found = presets()
+    if name not in found:
+        raise SystemExit(f"unknown preset {name!r}; `fourierft-presets list` lists them")
+    if method not in methods():
+        raise SystemExit(f"unknown method {method!r} (accepted: {', '.join(methods())})")
+    defaults, values, per_method, table = found[name]
+    body = {"defaults": [*defaults, {"override /method": method}], **merged(values, per_method.get(method, {}))}
+    header = (f"# @package _global_\n# experiment={name} method={method}, from {table.relative_to(CONF.parent)} "
+              "(fourierft-presets cp). Edit freely;\n# run it as experiment=<this file's name> when it lies in "
+              "conf/experiment/ (or a folder on hydra.searchpath).\n")
+    return header + OmegaConf.to_yaml(OmegaConf.create(body))
+
+
+def main(argv=None) -> int:
+    """`fourierft-presets`: list the presets, show one as an experiment file, or copy it into one to edit."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="fourierft-presets", description=main.__doc__.split(":", 1)[1].strip())
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every preset name (experiment=<name>)")
+    for command, text in (("show", "print a preset as the experiment file it composes to"),
+                          ("cp", "write a preset as an experiment file you can edit (as torchtune's tune cp)")):
+        sub = commands.add_parser(command, help=text)
+        sub.add_argument("name", help="a preset, e.g. glue/roberta_base/mrpc")
+        sub.add_argument("--method", default="fourierft", help="the method whose column to take (default fourierft)")
+        if command == "cp":
+            sub.add_argument("destination", type=Path, help="the file to write, e.g. conf/experiment/my_mrpc.yaml")
+            sub.add_argument("--force", action="store_true", help="replace an existing file")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(experiment_names()))
+        return 0
+    text = experiment_yaml(args.name, args.method)
+    if args.command == "show":
+        print(text, end="")
+        return 0
+    destination = args.destination if args.destination.suffix == ".yaml" else args.destination.with_suffix(".yaml")
+    if destination.exists() and not args.force:
+        raise SystemExit(f"{destination} exists: --force replaces it")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(text)
+    print(f"wrote {destination}: run it as experiment={destination.stem}" if destination.parent.name == "experiment"
+          else f"wrote {destination}")
+    return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+from typing import Optional
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
@@ -71,6 +72,7 @@ def check_settings(cfg: DictConfig, family: Family) -> None:
 def run(cfg: DictConfig) -> float:
     family = build_family(cfg)
     check_settings(cfg, family)
+    method = build(cfg.method, "method")  # an abstract method class fails here too, before anything loads
     identity = RunIdentity.of(cfg, family.name, family.task.name)
     commit = git_commit()  # the code this run started with, even if the tree changes while it runs
     if cfg.get("require_clean_tree") and (commit.endswith("-dirty") or commit == "unknown"):
@@ -84,7 +86,7 @@ def run(cfg: DictConfig) -> float:
     family.check()
     if not identity.writer:  # rank 0 claims, tidies, finishes and writes; the others only train beside it
         nothing_to_train = stored is not None or (not cfg.overwrite and store.read_pending() is not None)
-        return float("nan") if nothing_to_train else train_and_evaluate(cfg, family, identity, commit, None)
+        return float("nan") if nothing_to_train else train_and_evaluate(cfg, family, method, identity, commit, None)
     # the checkpoint folder is locked too: two runs that share it (one checkpoint_dir, two results_dir) would resume
     # from each other's live checkpoints
     with run_lock(store.file.with_suffix(".lock"), str(store.file)), \
@@ -96,7 +98,7 @@ def run(cfg: DictConfig) -> float:
         else:
             result = store.read_pending() if not cfg.overwrite else None
             if result is None:
-                result = train_and_evaluate(cfg, family, identity, commit, store)
+                result = train_and_evaluate(cfg, family, method, identity, commit, store)
             else:
                 log.info("trained and evaluated already (%s): finishing only", store.pending_file)
             result = family.finish(result, identity.artifacts)
@@ -122,6 +124,17 @@ def results_disk(cfg: DictConfig, identity: RunIdentity):
                        "checkpoint, or its evaluated result)") from e
 
 
+def composed_from() -> Optional[dict]:
+    """The config groups Hydra's app composed this run from (experiment=, method=, ...; Hydra's own groups left out),
+    or None where the config was composed some other way (the compose API)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choices = HydraConfig.get().runtime.choices
+    return {group: choice for group, choice in choices.items() if not group.startswith("hydra")}
+
+
 def objective(result: dict) -> float:
     """What Hydra maximises for a stored result: its selection value, negated for a loss; NaN where none was made."""
     selection = result["selection"]
@@ -130,7 +143,7 @@ def objective(result: dict) -> float:
                                                          selection["mode"]).objective(value)
 
 
-def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, commit: str, store):
+def train_and_evaluate(cfg: DictConfig, family: Family, method, identity: RunIdentity, commit: str, store):
     """Train and evaluate; the result as a dict, stored as pending by the writer (`store`), or NaN on other ranks."""
     checkpoints = Checkpoints(identity.checkpoints, tidy=identity.writer, checkpoint_dir=identity.checkpoint_dir)
     if cfg.overwrite:
@@ -138,7 +151,7 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
     else:
         checkpoints.read_earlier_time()
     set_seed(cfg.seed)
-    method, backbone = build(cfg.method, "method"), build(cfg.model, "model")
+    backbone = build(cfg.model, "model")
     backbone.check()  # a backbone that cannot be had (offline, no local copy) stops here, before any data loads
     family.check_backbone(backbone)  # and one of the wrong kind for the task (an image model on GLUE)
     data, source = family.load_data()
@@ -171,6 +184,7 @@ def train_and_evaluate(cfg: DictConfig, family: Family, identity: RunIdentity, c
         effective_batch_size=cfg.trainer.batch_size * cfg.trainer.grad_accum * identity.world_size,
         wall_time_s=checkpoints.elapsed(), peak_memory=peak_memory_mb(), git_commit=commit,
         git_dirty=commit.endswith("-dirty"), **environment(), config=redact(OmegaConf.to_container(cfg, resolve=True)),
+        composed_from=composed_from(),
         outcome={**outcome.fields, **prepared.counts, "data_source": source, "model_class": model_class,
                  "target_modules": backbone.target_modules}).to_json()
     store.write_pending(result)

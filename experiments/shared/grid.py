@@ -4,31 +4,16 @@ are named together and nothing runs."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
-import yaml
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 SWEPT = ("method.fc", "method.n", "method.bandwidth")
 
 
-def sweep_params(sweep: str) -> dict:
-    """A committed sweep's `hydra.sweeper.params` (empty for a name that is no committed sweep)."""
-    file = CONF / "sweep" / f"{sweep}.yaml"
-    if not file.is_file():
-        return {}
-    data = yaml.safe_load(file.read_text()) or {}
-    return data.get("hydra", {}).get("sweeper", {}).get("params", {}) or {}
-
-
-def grid_values(argv: list[str]) -> dict[str, list]:
-    """The values each of SWEPT takes in this command's jobs (a committed sweep's list, or the command line's,
-    which wins); keys neither sets are absent."""
+def grid_values(params: dict, overrides: list[str]) -> dict[str, list]:
+    """The values each of SWEPT takes in a multirun's jobs: the sweeper's `params` (what a sweep file sets), then the
+    command line's overrides, which win; keys neither sets are absent."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    sweep = next((a.partition("=")[2] for a in argv if a.lstrip("+").partition("=")[0] == "sweep"), None)
-    texts = [f"{k}={v}" for k, v in sweep_params(sweep).items()] if sweep else []
-    texts += [a for a in argv if "=" in a and not a.startswith("-")]
+    texts = [f"{k}={v}" for k, v in params.items()] + [a for a in overrides if "=" in a and not a.startswith("-")]
     values = {}
     for override in OverridesParser.create().parse_overrides(texts):
         key = override.key_or_group.lstrip("+")
@@ -87,19 +72,11 @@ def impossible_points(cfg, values: dict[str, list]) -> list[str]:
     return bad
 
 
-def check_grid(argv: list[str]) -> None:
-    """Stop a multirun whose f_c grid holds points the model cannot run, naming them, before any job starts."""
-    values = grid_values(argv)
-    if not any(v for v in values.get("method.fc", []) if v is not None):
-        return
-    from hydra import compose, initialize_config_dir
-
-    fixed = [a for a in argv if "=" in a and not a.startswith("-") and "," not in a.partition("=")[2]
-             and not a.lstrip("+").startswith(("hydra", "sweep="))]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=fixed)
-    if "fc" not in cfg.method:
-        return  # a method without a frequency bias: check_sweep_method has named the mismatch
+def check_grid(cfg, values: dict[str, list]) -> None:
+    """Stop a multirun whose f_c grid holds points the model of `cfg` (the sweep's composed config) cannot run,
+    naming them, before any job starts."""
+    if not any(v for v in values.get("method.fc", []) if v is not None) or "fc" not in cfg.method:
+        return  # no f_c grid, or a method without a frequency bias (the sweep-method check names that mismatch)
     bad = impossible_points(cfg, values)
     if bad:
         raise SystemExit(f"these grid points cannot run on model {cfg.model.name}: f_c's band holds fewer spectrum "

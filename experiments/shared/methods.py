@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -29,9 +30,10 @@ def in_head(pname: str, head: list) -> bool:
     return any(is_within(pname, h) for h in head)
 
 
-class Method:
+class Method(ABC):
     """Base class: a name, the two learning rates and weight decay; `apply` decides what trains. `settings`: the
-    rules of this class's arguments (with its bases'), checked before anything loads."""
+    rules of this class's arguments (with its bases'), checked before anything loads. Abstract, as `Family`: a
+    method without `apply` fails when it is built, before any data or model loads."""
 
     settings = {"lr": number_above(0), "head_lr": number_above(0), "weight_decay": number_at_least(0)}
 
@@ -43,10 +45,10 @@ class Method:
         """What separates table rows of one method (sizes); learning rates and alpha stay inside a cell."""
         return ""
 
+    @abstractmethod
     def apply(self, model: nn.Module, backbone) -> nn.Module:
         """Make only what this method trains trainable (the backbone's head included) on the backbone's targets;
         return the model to train."""
-        raise NotImplementedError
 
     def param_groups(self, model: nn.Module, head: list) -> list[dict]:
         """Method parameters at lr, the head at head_lr."""
@@ -118,8 +120,9 @@ class PeftMethod(Method):
         # a method may override the model's targets, e.g. LoRA on every linear layer: method.target_modules=all-linear
         self.target_modules = target_modules
 
+    @abstractmethod
     def peft_config(self, targets, head):
-        raise NotImplementedError
+        """PEFT's config for this method on `targets`, with the `head` modules saved and trained beside it."""
 
     def apply(self, model, backbone):
         import peft

@@ -44,6 +44,9 @@ class RunResult:
     versions: dict
     device: str
     config: dict
+    # the config groups Hydra composed the run from (experiment: the preset or your experiment file, method, task,
+    # sweep, ...); absent (None) where no Hydra app composed it, and in results written before it was recorded
+    composed_from: Optional[dict] = None
     outcome: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -57,10 +60,11 @@ class RunResult:
     @classmethod
     def from_json(cls, data: dict) -> RunResult:
         names = {f.name for f in fields(cls)} - {"outcome"}
-        missing = names - set(data)
+        missing = names - set(data) - {"composed_from"}
         if missing:
             raise ValueError(f"not a result of this suite's schema: it lacks {sorted(missing)}")
-        return cls(**{k: data[k] for k in names}, outcome={k: v for k, v in data.items() if k not in names})
+        return cls(**{k: data[k] for k in names if k in data},
+                   outcome={k: v for k, v in data.items() if k not in names})
 
     @property
     def display_name(self) -> str:

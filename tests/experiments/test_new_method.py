@@ -12,7 +12,7 @@ from torch import nn
 from experiments.shared.methods import Method
 from experiments.shared.validate import int_at_least
 
-from helpers import GLUE, ROOT, needs_glue
+from helpers import GLUE, ROOT
 
 
 class LayerNormOnly(Method):
@@ -35,7 +35,6 @@ class LayerNormOnly(Method):
         return model
 
 
-@needs_glue
 @pytest.mark.slow
 @pytest.mark.parametrize("layers, ok", [(2, True), (0, False)])
 def test_a_method_defined_outside_the_suite_runs_from_one_yaml(tmp_path, layers, ok):
@@ -61,3 +60,23 @@ def test_a_method_defined_outside_the_suite_runs_from_one_yaml(tmp_path, layers,
     # the tiny BERT's two LayerNorms in each of its two layers: 4 x (weight + bias) x hidden size 32
     assert (result["method"], result["variant"]) == ("ln_only", "layers=2")
     assert result["trainable_params"] - result["head_params"] == 4 * 2 * 32
+
+
+class NoApply(Method):
+    """A method that forgot `apply`."""
+
+
+def test_a_method_without_apply_fails_when_built_before_anything_loads(tmp_path, monkeypatch):
+    from experiments.glue.family import Glue
+    from experiments.runner import run
+
+    from helpers import compose_config
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("data loaded before the method was built")
+
+    monkeypatch.setattr(Glue, "load_data", loaded)
+    cfg = compose_config("task=rte", "model=tiny_bert", "logger=none", f"results_dir={tmp_path}",
+                         f"method._target_={NoApply.__module__}.NoApply")
+    with pytest.raises(TypeError, match="Can't instantiate abstract class NoApply .*apply"):
+        run(cfg)

@@ -28,7 +28,8 @@ rows:
 """)
     found = read_tables(tmp_path)
     assert sorted(found) == ["fam/base/m1/t1", "fam/base/m1/t2", "fam/base/m2/t1", "fam/base/m2/t2"]
-    defaults, values, per_method = found["fam/base/m2/t1"]
+    defaults, values, per_method, table = found["fam/base/m2/t1"]
+    assert table == tmp_path / "fam" / "base.yaml"
     assert defaults == [{"override /model": "m2"}, {"override /task": "t1"}]  # the model list beats the table's model
     assert values == {"trainer": {"epochs": 5, "batch_size": 8}}
     assert per_method == {"lora": {"method": {"r": 4, "lr": 0.2}}}
@@ -57,3 +58,53 @@ def test_cfg_job_prints_the_run_values():
     method, trainer = out.split("\nmethod:\n")[1], out.split("\ntrainer:\n")[1]
     assert "  lr: 0.0004\n" in method and "  head_lr: 0.0004\n" in method and "  r: 8\n" in method
     assert "  epochs: 80\n" in trainer and "  batch_size: 32\n" in trainer and "  max_length: 512\n" in trainer
+
+
+def run_config_id(*overrides):
+    from omegaconf import OmegaConf
+
+    from experiments.shared.identity import comparable_settings, config_id
+
+    from helpers import compose_config
+
+    return config_id(comparable_settings(OmegaConf.to_container(compose_config(*overrides), resolve=True)))
+
+
+@pytest.mark.parametrize("preset, method", [("glue/roberta_base/mrpc", "lora"), ("vision/vit_large/dtd", "fourierft"),
+                                            ("instruct/llama2_7b", "fourierft"), ("demo/e2e", "lora")])
+def test_a_preset_written_as_an_experiment_file_composes_to_the_same_run(tmp_path, preset, method):
+    """fourierft-presets cp: the file it writes, found on Hydra's search path as a user's experiment file, composes
+    to the preset's config id for that method (and not to another method's)."""
+    from experiments.presets import main
+
+    written = tmp_path / "conf" / "experiment" / "mine.yaml"
+    assert main(["cp", preset, str(written), "--method", method]) == 0
+    assert written.read_text().startswith("# @package _global_\n")
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    assert run_config_id(search, "experiment=mine") == run_config_id(f"experiment={preset}", f"method={method}")
+    other = "full" if method != "full" else "lora"
+    assert run_config_id(search, "experiment=mine") != run_config_id(f"experiment={preset}", f"method={other}")
+    with pytest.raises(SystemExit, match="exists: --force replaces it"):
+        main(["cp", preset, str(written)])
+    with pytest.raises(SystemExit, match="unknown preset 'glue/roberta_base/mrcp'"):
+        main(["show", "glue/roberta_base/mrcp"])
+
+
+@pytest.mark.slow
+def test_a_plain_experiment_file_runs_and_its_result_says_what_composed_it(tmp_path):
+    """conf/experiment/example.yaml is written the way lightning-hydra-template writes one (`# @package _global_`,
+    defaults overrides); the run's result names the experiment and the groups it chose."""
+    import json
+    import os
+
+    from helpers import FAST
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "experiment=example", "model=tiny_bert", *FAST,
+         f"results_dir={tmp_path / 'results'}", f"checkpoint_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next((tmp_path / "results").rglob("*seed*.json")).read_text())
+    assert result["composed_from"]["experiment"] == "example"
+    assert (result["composed_from"]["task"], result["composed_from"]["method"]) == ("rte", "fourierft")
+    assert result["config"]["method"]["n"] == 200 and result["task"] == "rte"
