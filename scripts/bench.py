@@ -6,7 +6,7 @@ so that machine drift hits each alike, and the table gives the median and the mi
 A step is forward + backward + AdamW. Writes results/bench/<device>.json and .md, with the CPU features that
 decide bf16 speed (avx512_bf16, amx) when on CPU.
 
-python scripts/bench.py [--shapes roberta_base llama7b] [--dtypes fp32 bf16] [--rounds 3] [--steps 3]
+python -m scripts.bench [--shapes roberta_base llama7b] [--dtypes fp32 bf16] [--rounds 3] [--steps 3]
 """
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fourierft as ff  # noqa: E402
-from experiments.shared.provenance import git_commit  # noqa: E402
-from experiments.shared.results import write_json_atomic  # noqa: E402
-from fourierft.files import write_atomic  # noqa: E402
+import fourierft as ff
+from experiments.shared.provenance import git_commit
+from experiments.shared.results import write_json_atomic
+from fourierft.files import write_atomic
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OURS = ("ours_auto", "ours_merged", "ours_spectral", "ours_dense")

@@ -8,7 +8,7 @@ round), median and minimum over all timed steps, as scripts/bench.py does. Row i
 Prefill: one forward of the batch (creating the KV cache on a decoder). Decode: one new token per row with the KV
 cache. An encoder (RoBERTa) has no decode. Writes results/bench/serve-<device>.json and .md.
 
-python scripts/bench_serve.py [--shapes roberta_base llama7b] [--rounds 2] [--steps 3]
+python -m scripts.bench_serve [--shapes roberta_base llama7b] [--rounds 2] [--steps 3]
 """
 from __future__ import annotations
 
@@ -25,14 +25,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import build, cpu_features, device_name  # noqa: E402  (scripts/bench.py: the same models)
-
-import fourierft as ff  # noqa: E402
-from experiments.shared.provenance import git_commit  # noqa: E402
-from experiments.shared.results import write_json_atomic  # noqa: E402
-from fourierft.files import write_atomic  # noqa: E402
-from fourierft.reader import read_adapter  # noqa: E402
+import fourierft as ff
+from experiments.shared.provenance import git_commit
+from experiments.shared.results import write_json_atomic
+from fourierft.files import write_atomic
+from fourierft.reader import read_adapter
+from scripts.bench import build, cpu_features, device_name  # the same models
 
 ROWS = 64
 KS = (1, 8, 64)

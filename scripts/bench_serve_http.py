@@ -9,7 +9,7 @@ settings and requests):
 Base model: SmolLM2-135M-Instruct (offline). Adapters have random trained numbers (the timing does not read them).
 Writes results/bench/serve-http-<device>.{json,md}.
 
-python scripts/bench_serve_http.py [--ks 1 8 64] [--requests 64] [--concurrency 16] [--max-tokens 16]
+python -m scripts.bench_serve_http [--ks 1 8 64] [--requests 64] [--concurrency 16] [--max-tokens 16]
 """
 from __future__ import annotations
 
@@ -28,16 +28,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_features, device_name  # noqa: E402  (scripts/bench.py)
-from serve_http_demo import free_port  # noqa: E402
-
-import fourierft as ff  # noqa: E402
-from experiments.shared.provenance import git_commit  # noqa: E402
-from experiments.shared.results import write_json_atomic  # noqa: E402
-from fourierft.files import write_atomic  # noqa: E402
-from fourierft.serving import BASE  # noqa: E402
+import fourierft as ff
+from experiments.shared.provenance import git_commit
+from experiments.shared.results import write_json_atomic
+from fourierft.files import write_atomic
+from fourierft.serving import BASE
+from scripts.bench import cpu_features, device_name
+from scripts.serve_http_demo import free_port
 
 PROMPTS = ["name[The Eagle], eatType[coffee shop], food[French], priceRange[moderate]",
            "Give three tips for staying healthy.", "What is the capital of France?",
@@ -185,7 +182,7 @@ def markdown(rows: list, meta: dict) -> str:
     lines = [f"# Serving over HTTP: {meta['device']}", "",
              f"SmolLM2-135M-Instruct, {meta['requests']} greedy completions of up to {meta['max_tokens']} tokens at "
              f"concurrency {meta['concurrency']} (max batch {meta['concurrency']}), after one warm-up request per "
-             f"adapter; commit {meta['git_commit']}; CPU {meta['cpu']}. `python scripts/bench_serve_http.py`.", "",
+             f"adapter; commit {meta['git_commit']}; CPU {meta['cpu']}. `python -m scripts.bench_serve_http`.", "",
              "| K adapters | backend | requests/s | tokens/s | p50 s | p99 s | resident adapter bytes | rows per "
              "generate call |", "|" + "---|" * 8]
     for r in rows:

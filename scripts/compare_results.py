@@ -4,7 +4,7 @@ Runs are matched by family, model, task, method, variant, configuration id and s
 results hold (GLUE: best and last epoch; vision: test and validation accuracy at the best epoch and the last;
 E2E / instruction tuning: the scored metrics). Agreement: |ours - reference| <= atol + rtol * |reference|.
 
-python scripts/compare_results.py --ours runs/demo --reference results/demo [--family glue] [--rtol 0.02]
+python -m scripts.compare_results --ours runs/demo --reference results/demo [--family glue] [--rtol 0.02]
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.shared.results import read_results  # noqa: E402
+from experiments.shared.results import read_results
 
 KEY = ("family", "model", "task", "method", "variant", "config_id", "seed")
 

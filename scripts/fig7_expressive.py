@@ -9,7 +9,7 @@ stay as drawn, as a pretrained model's would); full-batch Adam; each method at t
 grid (by its final training accuracy, which is what the figure plots); LoRA from PEFT (alpha = r, PEFT's default
 init: B = 0), FourierFT from this library (the paper's N(0, 1) init).
 
-python scripts/fig7_expressive.py [--out results/fig7] [--seeds 0 1 2 3 4] [--epochs 2000]
+python -m scripts.fig7_expressive [--out results/fig7] [--seeds 0 1 2 3 4] [--epochs 2000]
 Writes data.csv (the points of seed 0), curves.csv (accuracy per epoch, method, seed, LR), summary.md and
 fig7_expressive.png.
 """
@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import fourierft as ff
+from fourierft.files import write_atomic
 
-import fourierft as ff  # noqa: E402
-from fourierft.files import write_atomic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES, PER_CLASS, RADIUS, NOISE, HIDDEN = 8, 100, 4.0, 0.5, 64
 LRS = {"lora": (3e-3, 1e-2, 3e-2, 1e-1), "fourierft": (3e-2, 1e-1, 3e-1, 1.0)}

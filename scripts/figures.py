@@ -16,7 +16,7 @@ reads only its own sweeps' folder under --results (the folder its sweep configs 
 
 The GLUE parameters-vs-score plot of the main results is scripts/tables.py's glue_params_vs_score.png.
 
-python scripts/figures.py [--results results/sweeps] [--out results/figures]
+python -m scripts.figures [--results results/sweeps] [--out results/figures]
 """
 from __future__ import annotations
 
@@ -26,12 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import _pyplot as _plt  # noqa: E402
-from tables import display_name, epoch_scores, fmt, read_results, save_png  # noqa: E402
-
-from fourierft import frequency_bias  # noqa: E402
-from fourierft.files import write_atomic  # noqa: E402
+from fourierft import frequency_bias
+from fourierft.files import write_atomic
+from scripts.tables import display_name, epoch_scores, fmt, read_results, save_png
+from scripts.tables import pyplot as _plt
 
 FOLDERS = {"fig1": ("fig1_instruct", "fig1_vit"), "fig4": "fig4", "fig5": "fc", "fig6": "fig6", "basis": "basis"}
 

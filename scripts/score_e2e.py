@@ -1,6 +1,6 @@
 """Score a system's E2E outputs as the official E2E scorer does; the last line printed is one JSON object.
 
-python scripts/score_e2e.py REFS OUTPUTS
+python -m scripts.score_e2e REFS OUTPUTS
   REFS: one reference per line, instances separated by a blank line (the official devel-conc.txt format), or a
         .csv / .tsv of (MR, reference) rows, consecutive rows of one MR grouped (the official testset_w_refs.csv)
   OUTPUTS: one output per line, in the same instance order (or a .csv / .tsv of (MR, output) rows)

@@ -3,7 +3,7 @@ adapters (the instruction-tuned ones and the E2E ones), started on a free port, 
 client with concurrent requests over every adapter and the base model, each greedy answer checked against that
 adapter loaded alone; then stopped.
 
-python scripts/serve_http_demo.py [--results results/demo] [--requests 24] [--max-tokens 12]
+python -m scripts.serve_http_demo [--results results/demo] [--requests 24] [--max-tokens 12]
 `--keep` leaves the server running (Ctrl-C stops it): the command to serve the demo adapters for your own client.
 """
 from __future__ import annotations

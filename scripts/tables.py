@@ -9,7 +9,7 @@ columns, table kind, aggregate over seeds, display name) and what selects it (`s
   metric (they score on test sets, so nothing is selected).
 Runs whose code was never committed (a dirty tree) form their own rows, flagged.
 
-python scripts/tables.py [--results results] [--out results/tables]
+python -m scripts.tables [--results results] [--out results/tables]
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from experiments.shared.results import RunResult, read_results
+from experiments.shared.tasks import load_task
+from fourierft.files import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from experiments.shared.results import RunResult, read_results  # noqa: E402
-from experiments.shared.tasks import load_task  # noqa: E402
-from fourierft.files import write_atomic  # noqa: E402
 
 KEYS = ["model", "method", "variant"]
 PAPER_AVG = "paper_avg"  # a paper row's own printed average, over all the tasks of its table
@@ -213,7 +213,7 @@ def params_plot(table: pd.DataFrame, path: Path, title: str, score: str) -> None
     if not theirs.empty:
         printed = next((c for c in table.columns if c.startswith("paper's avg")), None)
         panels.append((theirs, "the paper's rows", printed or score))
-    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
     for ax, (rows, name, column) in zip(axes[0], panels):
         params_scatter(ax, rows, column, column)
         ax.set_title(name, fontsize=9)
@@ -222,7 +222,7 @@ def params_plot(table: pd.DataFrame, path: Path, title: str, score: str) -> None
     save_png(fig, path)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,7 +235,7 @@ def save_png(fig, path: Path) -> None:
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=130)
     tmp.replace(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def write_table(out: Path, name: str, title: str, table: pd.DataFrame, configs=None, note: str = "") -> str:

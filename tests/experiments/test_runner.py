@@ -118,7 +118,7 @@ def test_a_family_defined_in_a_test_runs_through_experiments_train_and_hydra_opt
     chosen = max(runs, key=lambda r: r["selection"]["value"])
     assert best_value == chosen["best"]["metrics"]["validation_accuracy"] != chosen["best"]["metrics"]["test_accuracy"]
     # the tables know nothing of this family, and show it from its results alone
-    subprocess.run([sys.executable, "scripts/tables.py", "--results", str(results), "--out", str(tmp_path / "t")],
+    subprocess.run([sys.executable, "-m", "scripts.tables", "--results", str(results), "--out", str(tmp_path / "t")],
                    cwd=ROOT, check=True, capture_output=True)
     table = (tmp_path / "t" / "parity.md").read_text()
     assert table.startswith("Toy parity, best epoch: test accuracy") and "| Parity (toy) |" in table

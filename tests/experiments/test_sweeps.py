@@ -81,7 +81,7 @@ def test_basis_sweep_runs_in_parallel_with_two_workers(tmp_path):
         ["n=16", "n=16, basis=random", "n=16, basis=orthogonal"] * 2)
     assert not list((tmp_path / "sweeps").rglob("*.tmp"))
     out = tmp_path / "figures"
-    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(tmp_path / "sweeps"), "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "scripts.figures", "--results", str(tmp_path / "sweeps"), "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True)
     table = (out / "figures.md").read_text()
     assert "| tiny_bert | RTE | 16 |" in table and "(2 seeds)" in table

@@ -11,7 +11,7 @@ from helpers import ROOT
 def test_bench_times_each_method_in_its_own_processes_and_records_the_cpu(tmp_path):
     """The benchmark's bookkeeping (no timing is asserted): rounds of one process per method, times pooled,
     median and minimum reported, the CPU's bf16-relevant flags recorded."""
-    proc = subprocess.run([sys.executable, "scripts/bench.py", "--tiny", "--device", "cpu", "--rounds", "3", "--steps",
+    proc = subprocess.run([sys.executable, "-m", "scripts.bench", "--tiny", "--device", "cpu", "--rounds", "3", "--steps",
                            "2", "--warmup", "1", "--shapes", "roberta_base", "--dtypes", "fp32", "--methods", "floor",
                            "ours_auto", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -29,7 +29,7 @@ def test_bench_times_each_method_in_its_own_processes_and_records_the_cpu(tmp_pa
 def test_bench_serve_pools_rounds_and_counts_n_by_layers_floats_per_resident_adapter(tmp_path):
     """scripts/bench_serve.py's bookkeeping (no timing is asserted): K adapters only where R holds them, times pooled
     over rounds, and the adapter memory FourierFT serving and PEFT LoRA report for R resident adapters."""
-    proc = subprocess.run([sys.executable, "scripts/bench_serve.py", "--tiny", "--device", "cpu", "--rounds", "2",
+    proc = subprocess.run([sys.executable, "-m", "scripts.bench_serve", "--tiny", "--device", "cpu", "--rounds", "2",
                            "--steps", "2", "--warmup", "0", "--n", "50", "--shapes", "roberta_base", "--resident", "1",
                            "8", "--methods", "floor", "ours_mixed", "lora_peft", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
@@ -51,7 +51,7 @@ def test_bench_serve_http_writes_a_row_per_backend_and_k(tmp_path):
     import os
 
     pytest.importorskip("ray.serve")
-    proc = subprocess.run([sys.executable, "scripts/bench_serve_http.py", "--ks", "2", "--backends", "fourierft",
+    proc = subprocess.run([sys.executable, "-m", "scripts.bench_serve_http", "--ks", "2", "--backends", "fourierft",
                            "peft-lora", "--requests", "4", "--concurrency", "2", "--max-tokens", "3", "--out",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

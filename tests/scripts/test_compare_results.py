@@ -15,7 +15,7 @@ def write_run(folder, task, seed, accuracy, method="fourierft"):
 
 
 def compare(ours, reference):
-    proc = subprocess.run([sys.executable, "scripts/compare_results.py", "--ours", str(ours), "--reference",
+    proc = subprocess.run([sys.executable, "-m", "scripts.compare_results", "--ours", str(ours), "--reference",
                            str(reference)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

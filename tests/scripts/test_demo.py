@@ -36,7 +36,7 @@ def test_a_fresh_clone_trains_although_the_reference_holds_the_same_run(tmp_path
 def test_make_demo_trains_into_runs_and_compares_with_the_reference():
     dry = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "results_dir=runs/demo" in dry and "task=sst2,mrpc,stsb" in dry
-    assert "scripts/compare_results.py --ours runs/demo --reference results/demo" in dry
+    assert "-m scripts.compare_results --ours runs/demo --reference results/demo" in dry
     reference = subprocess.run(["make", "-n", "demo", "REFERENCE=1"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "results_dir=results/demo" in reference and "require_clean_tree=true" in reference
 

@@ -34,8 +34,7 @@ def check_summary_against_curves(folder):
 
 
 def test_both_adapters_train_128_numbers_of_the_hidden_layer_only():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import fig7_expressive as fig7
+    from scripts import fig7_expressive as fig7
 
     for method in ("lora", "fourierft"):
         model = fig7.adapted(method, seed=0)
@@ -44,7 +43,7 @@ def test_both_adapters_train_128_numbers_of_the_hidden_layer_only():
 
 
 def test_a_short_run_writes_curves_and_a_summary_that_agree(tmp_path):
-    subprocess.run([sys.executable, "scripts/fig7_expressive.py", "--out", str(tmp_path), "--seeds", "0",
+    subprocess.run([sys.executable, "-m", "scripts.fig7_expressive", "--out", str(tmp_path), "--seeds", "0",
                     "--epochs", "60"], cwd=ROOT, check=True, capture_output=True)
     check_summary_against_curves(tmp_path)
     assert (tmp_path / "fig7_expressive.png").stat().st_size > 5000
@@ -56,6 +55,6 @@ def test_the_committed_figure_7_summary_is_what_its_curves_say():
 
 
 def test_zero_epochs_is_refused():
-    proc = subprocess.run([sys.executable, "scripts/fig7_expressive.py", "--epochs", "0", "--out", "/nonexistent"],
+    proc = subprocess.run([sys.executable, "-m", "scripts.fig7_expressive", "--epochs", "0", "--out", "/nonexistent"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "--epochs 0" in proc.stderr and "at least one epoch" in proc.stderr

@@ -22,7 +22,7 @@ def test_figures_from_fixture_results(tmp_path):
     for r, n, score in ((8, None, 70.0), (16, None, 72.0), (None, 3000, 74.0)):
         vision_run(sweeps / "fig1_vit", score, r=r, n=n)
     out = tmp_path / "figures"
-    proc = subprocess.run([sys.executable, "scripts/figures.py", "--results", str(sweeps), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "scripts.figures", "--results", str(sweeps), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     notes = (out / "figures.md").read_text()
@@ -38,8 +38,7 @@ def test_figures_from_fixture_results(tmp_path):
 
 
 def test_sampling_figure_follows_the_sampler(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import figures
+    from scripts import figures
 
     medians = figures.fig3_sampling(tmp_path, fcs=(0, 100, 150), size=384, bandwidth=50.0)
     assert (tmp_path / "fig3_sampling.png").is_file()
@@ -73,8 +72,7 @@ def vision_run(folder, test_accuracy, r=None, n=None):
 def test_basis_table_puts_the_papers_table_6_beside_ours():
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import figures
+    from scripts import figures
 
     rows = pd.DataFrame([{"model": model, "task": "rte", "n": 1000, "method": "fourierft", "fc": None, "basis": b,
                           "score": 70.0, "seeds": 1} for model in ("roberta_base", "tiny") for b in ("fourier", "random")])
@@ -97,7 +95,7 @@ def test_figure_6_curves_are_per_epoch_means_over_seeds(tmp_path):
                               train_loss=losses, config_id=variant)
             (folder / f"{method}-{variant}-seed{seed}.json").write_text(json.dumps(run))
     out = tmp_path / "figures"
-    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(tmp_path / "sweeps"), "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "scripts.figures", "--results", str(tmp_path / "sweeps"), "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True)
     notes = (out / "figures.md").read_text()
     # epoch 1: losses (0.7, 0.5) and (2.7, 2.5) -> 0.6 and 2.6 -> 1.6; epoch 2: (0.3, 0.1) both -> 0.2
@@ -110,6 +108,6 @@ def test_figure_4_says_why_lora_points_without_a_fourierft_run_are_not_drawn(tmp
     sweeps = tmp_path / "sweeps"
     (sweeps / "fig4").mkdir(parents=True)
     fake_run(sweeps / "fig4", "lora", 0, 65.0, r=8)
-    subprocess.run([sys.executable, "scripts/figures.py", "--results", str(sweeps), "--out", str(tmp_path / "f")],
+    subprocess.run([sys.executable, "-m", "scripts.figures", "--results", str(sweeps), "--out", str(tmp_path / "f")],
                    cwd=ROOT, check=True, capture_output=True)
     assert "LoRA points of m are not drawn" in (tmp_path / "f" / "figures.md").read_text()
