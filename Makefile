@@ -56,8 +56,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PYTHON) -m pytest -q -m "not slow"
 
+# ruff, and the import contracts of pyproject.toml (who may import whom)
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 # the documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or docstring fails it
 docs: $(STAMP)

@@ -2,11 +2,22 @@
 
 The adapter API is below; helpers (`fourierft.targets`, `fourierft.files`, `fourierft.entries`) are imported from
 their modules."""
+from .adapter import adapter_bytes
 from .config import FourierFTConfig
 from .entries import frequency_bias, sample_entries
-from .io import adapter_bytes, load_adapter, save_adapter
 from .layer import FourierFTLayer
-from .model import apply_fourierft, fourierft_layers, merge, set_path, summary, trainable_parameters, unload, unmerge
+from .model import (
+    apply_fourierft,
+    fourierft_layers,
+    load_adapter,
+    merge,
+    save_adapter,
+    set_path,
+    summary,
+    trainable_parameters,
+    unload,
+    unmerge,
+)
 from .peft_interop import export_peft, import_peft
 from .serving import BASE, MixedAdapters
 

@@ -1,45 +1,28 @@
-"""Putting FourierFT layers into a model, and taking them out again."""
+"""Putting FourierFT layers into a model, and taking them out again: apply_fourierft, merge, unmerge, unload, and
+save_adapter / load_adapter (the folder's format is fourierft/adapter.py's)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
+from .adapter import AdapterFile, base_name_or_path, read, trained_in_full, write_adapter
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .layer import FourierFTLayer
-from .targets import describe_names, find_modules, is_suffix, matches_regex_suffix, resolve_targets
+from .targets import (
+    describe_names,
+    fused_blocks,
+    is_suffix,
+    matches_regex_suffix,
+    modules_to_save,
+    n_for,
+    resolve_targets,
+)
 from .wrapped import SUPPORTED, check_path, layer_shape
-
-
-def n_for(name: str, config: FourierFTConfig) -> int:
-    """The n of module `name`: its n_pattern entry (keys as PEFT's n_frequency_pattern), else config.n."""
-    for key, n in config.n_pattern.items():
-        if matches_regex_suffix(name, key):
-            return n
-    return config.n
-
-
-def fused_blocks(name: str, d_out: int, d_in: int, config: FourierFTConfig) -> Optional[list[tuple[int, int]]]:
-    """(first row, rows) of each adapted part when `name` is a fused projection in config.fused, else None. The
-    parts of a fused projection (q, k, v of GPT-2's c_attn or timm's qkv) are d_in rows each: a module that is not
-    fused (d_out = d_in), or a split into the wrong number of parts (two for a three-way projection, which would
-    adapt q plus half of k), is refused."""
-    parts = next((v for k, v in config.fused.items() if is_suffix(name, k)), None)
-    if parts is None:
-        return None
-    if d_out != len(parts) * d_in:
-        count = d_out // d_in
-        fits = (f"{count} part{'s' * (count != 1)} of {d_in} rows" if d_out % d_in == 0
-                else "no whole number of d_in-row parts")
-        raise ValueError(f"config.fused gives {name!r} the {len(parts)} parts {parts}, but its {d_out} output rows "
-                         f"hold {fits} (d_in={d_in}): "
-                         + ("it is not a fused projection; remove it from config.fused" if d_out == d_in else
-                            "name one part per d_in rows, in their order (GPT-2's c_attn: [q, k, v])"))
-    size = d_out // len(parts)
-    return [(i * size, size) for i, part in enumerate(parts) if part in config.fused_targets]
 
 
 def apply_fourierft(model: nn.Module, config: FourierFTConfig,
@@ -112,17 +95,6 @@ def apply_fourierft(model: nn.Module, config: FourierFTConfig,
                 p.requires_grad_(True)
     model.fourierft_config = config
     return model
-
-
-def modules_to_save(model: nn.Module, config: FourierFTConfig) -> list[str]:
-    """Names of the modules config.modules_to_save selects (suffixes); each key must match something."""
-    names = []
-    for key in config.modules_to_save or []:
-        hits = find_modules(model, [key])
-        if not hits:
-            raise ValueError(f"modules_to_save entry {key!r} matches no module of {type(model).__name__}")
-        names += hits
-    return names
 
 
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -200,3 +172,111 @@ def summary(model: nn.Module) -> str:
     trainable, total = trainable_parameters(model)
     share = 100 * trainable / max(total, 1)
     return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}"
+
+
+# adapter folders (fourierft/adapter.py holds the format): what save_adapter gathers, what load_adapter applies
+def base_identity(model: nn.Module) -> dict:
+    """What an adapter must find again in the model it is loaded into."""
+    layers = {name: [layer.d_out, layer.d_in] for name, layer in fourierft_layers(model)}
+    return {"class": type(model).__name__, "name_or_path": base_name_or_path(model), "layers": layers}
+
+
+def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Coefficients per layer, entries once per distinct entry set, and modules_to_save / bias params."""
+    config: FourierFTConfig = model.fourierft_config
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in fourierft_layers(model):
+        tensors[f"coefficients/{name}"] = layer.coefficients.detach().float().cpu().contiguous()
+        tensors[f"entries/{name}"] = layer.entries.to(torch.int32).cpu().contiguous()
+    params = dict(model.named_parameters())
+    for pname in trained_in_full(model, config):
+        tensors[f"trained/{pname}"] = params[pname].detach().cpu().contiguous()
+    return tensors
+
+
+def save_adapter(model: nn.Module, path: str | Path) -> int:
+    """Write the adapter folder: adapter.safetensors (coefficients, entries once per distinct set, modules_to_save)
+    and fourierft_adapter.json (config, base model identity, the weights' sha256).
+
+    Args:
+        model: a model prepared with apply_fourierft (not merged).
+        path: the folder (created when missing); earlier files there are replaced atomically.
+
+    Returns:
+        The adapter's size in bytes.
+    """
+    if not hasattr(model, "fourierft_config"):
+        raise ValueError("save_adapter needs a model prepared with apply_fourierft")
+    if any(layer.merged for _, layer in fourierft_layers(model)):
+        raise ValueError("unmerge(model) before save_adapter: merged weights hide the trained coefficients")
+    return write_adapter(Path(path), adapter_tensors(model), model.fourierft_config, base_identity(model))
+
+
+def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) -> nn.Module:
+    """Load an adapter folder written by save_adapter.
+
+    Args:
+        model: the base model the adapter was trained on. A model already wrapped (or merged) is first unloaded
+            without merging, so that the file's alpha, layers and modules_to_save apply, not the model's own.
+        path: the adapter folder.
+        check_base: compare the base checkpoint's name (config.name_or_path, last path component) with the one
+            recorded at save time; False loads into another checkpoint of the same shapes on purpose.
+
+    Returns:
+        The model, with the adapter's entries, coefficients and trained modules.
+
+    Raises:
+        FileNotFoundError / ValueError: not an adapter folder, corrupted (sha256), or saved for another base model
+            (class, module names or shapes differ).
+    """
+    file = read(model, path, formats=("fourierft",), check_base=check_base)
+    if hasattr(model, "fourierft_config"):
+        layers = list(fourierft_layers(model))
+        if any(layer.merged and layer.base_layer.weight.dtype != torch.float32 for _, layer in layers):
+            raise ValueError("this model has merged FourierFT layers in reduced precision, where unmerging is not "
+                             "exact: load the adapter into the plain base model instead")
+        unload(model, merge_weights=False)
+    return adapt(model, file)
+
+
+def adapt(model: nn.Module, file: AdapterFile) -> nn.Module:
+    """Wrap a plain base model with the adapter `file` holds (read and checked by `read`): its
+    entries, coefficients and trained tensors."""
+    try:
+        apply_fourierft(model, file.config, entries=file.entries)
+    except ValueError as e:
+        edited = "; the file was edited or is corrupted" if file.layers is not None else ""
+        raise ValueError(f"{file.source}: {e}{edited}") from None
+    layers = dict(fourierft_layers(model))
+    found = {name: [layer.d_out, layer.d_in] for name, layer in layers.items()}
+    if file.layers is not None and found != file.layers:
+        raise ValueError(f"{file.source} targets modules {_describe(file.layers)} but this model's FourierFT layers "
+                         f"are {_describe(found)}")
+    return copy_trained(model, {name: file.coefficients.get(name) for name in layers}, file.trained, file.source)
+
+
+def copy_trained(model: nn.Module, coefficients: dict, trained: dict, source: str) -> nn.Module:
+    """Copy saved coefficients ({layer name: tensor or None}) and trained parameters ({parameter name: tensor}) into
+    a model already wrapped with the matching layers; a missing or misshapen tensor is an error naming `source`."""
+    layers = dict(fourierft_layers(model))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, layer in layers.items():
+            coef = coefficients.get(name)
+            if coef is None or coef.shape != layer.coefficients.shape:
+                got = "none" if coef is None else f"shape {tuple(coef.shape)}"
+                raise ValueError(f"{source} has no coefficients of {layer.n} for {name!r} (found {got}): the file is "
+                                 "incomplete, was edited, or was saved for another base model")
+            layer.coefficients.copy_(coef)
+        for pname, t in trained.items():
+            if pname not in params or params[pname].shape != t.shape:
+                raise ValueError(f"{source} holds {pname} {tuple(t.shape)}, which this {type(model).__name__} lacks "
+                                 "or shapes differently")
+            params[pname].copy_(t)
+    return model
+
+
+def _describe(layers: dict) -> str:
+    items = list(layers.items())
+    text = ", ".join(f"{n} {s}" for n, s in items[:4])
+    return text + (f", ... ({len(items)} in all)" if len(items) > 4 else "") if items else "(none)"

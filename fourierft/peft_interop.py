@@ -8,12 +8,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .adapter import CLASSIFIER_HEADS, PEFT_CONFIG, PEFT_WEIGHTS, PREFIX, base_name_or_path, read, refuse_other_format
 from .config import FourierFTConfig
 from .entries import sample_entries
 from .files import atomic_path, write_atomic
-from .io import adapt, adapter_tensors, refuse_other_format
-from .model import fourierft_layers
-from .reader import CLASSIFIER_HEADS, PEFT_CONFIG, PEFT_WEIGHTS, PREFIX, base_name_or_path, read
+from .model import adapt, adapter_tensors, fourierft_layers
 from .targets import find_modules, is_within
 
 # PEFT's task types by the transformers head class name's ending (AutoPeftModel needs one to pick the class)

@@ -1,4 +1,5 @@
-"""Which modules of a model an adapter touches: one set of name-matching rules for the library and the suite."""
+"""Which modules of a model an adapter touches, and the config's rules per module (its n, its fused parts, the
+modules it trains in full): one set of name-matching rules for the library and the suite."""
 from __future__ import annotations
 
 import re
@@ -7,6 +8,7 @@ from typing import Optional, Union
 
 from torch import nn
 
+from .config import FourierFTConfig
 from .wrapped import SUPPORTED
 
 # query/value projections per model family (PEFT's default-target table), tried in order, the most specific names
@@ -82,3 +84,42 @@ def describe_names(names: list[str], most: int = 40) -> str:
     shown = [p + (f" ({k})" if k > 1 else "") for p, k in groups.items()]
     text = ", ".join(shown[:most]) + (f", ... ({len(shown)} patterns in all)" if len(shown) > most else "")
     return text or "(none)"
+
+
+def n_for(name: str, config: FourierFTConfig) -> int:
+    """The n of module `name`: its n_pattern entry (keys as PEFT's n_frequency_pattern), else config.n."""
+    for key, n in config.n_pattern.items():
+        if matches_regex_suffix(name, key):
+            return n
+    return config.n
+
+
+def fused_blocks(name: str, d_out: int, d_in: int, config: FourierFTConfig) -> Optional[list[tuple[int, int]]]:
+    """(first row, rows) of each adapted part when `name` is a fused projection in config.fused, else None. The
+    parts of a fused projection (q, k, v of GPT-2's c_attn or timm's qkv) are d_in rows each: a module that is not
+    fused (d_out = d_in), or a split into the wrong number of parts (two for a three-way projection, which would
+    adapt q plus half of k), is refused."""
+    parts = next((v for k, v in config.fused.items() if is_suffix(name, k)), None)
+    if parts is None:
+        return None
+    if d_out != len(parts) * d_in:
+        count = d_out // d_in
+        fits = (f"{count} part{'s' * (count != 1)} of {d_in} rows" if d_out % d_in == 0
+                else "no whole number of d_in-row parts")
+        raise ValueError(f"config.fused gives {name!r} the {len(parts)} parts {parts}, but its {d_out} output rows "
+                         f"hold {fits} (d_in={d_in}): "
+                         + ("it is not a fused projection; remove it from config.fused" if d_out == d_in else
+                            "name one part per d_in rows, in their order (GPT-2's c_attn: [q, k, v])"))
+    size = d_out // len(parts)
+    return [(i * size, size) for i, part in enumerate(parts) if part in config.fused_targets]
+
+
+def modules_to_save(model: nn.Module, config: FourierFTConfig) -> list[str]:
+    """Names of the modules config.modules_to_save selects (suffixes); each key must match something."""
+    names = []
+    for key in config.modules_to_save or []:
+        hits = find_modules(model, [key])
+        if not hits:
+            raise ValueError(f"modules_to_save entry {key!r} matches no module of {type(model).__name__}")
+        names += hits
+    return names

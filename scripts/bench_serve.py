@@ -28,8 +28,8 @@ import torch
 import fourierft as ff
 from experiments.shared.provenance import git_commit
 from experiments.shared.results import write_json_atomic
+from fourierft.adapter import read_adapter
 from fourierft.files import write_atomic
-from fourierft.reader import read_adapter
 from scripts.bench import build, cpu_features, device_name  # the same models
 
 ROWS = 64

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..adapter import read
 from ..layer import FourierFTLayer
 from ..model import set_module
-from ..reader import read
 from ..targets import is_within
 from ..wrapped import SUPPORTED
 from .bank import Adapter, Group

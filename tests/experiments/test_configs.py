@@ -9,7 +9,7 @@ from experiments.runner import build_family
 from experiments.shared.backbones import Backbone
 from experiments.shared.methods import Method
 
-from helpers import ROOT, compose_config
+from helpers import compose_config
 
 EXPERIMENTS = experiment_names()
 METHODS = methods()
@@ -53,19 +53,3 @@ def test_a_mistyped_experiment_is_an_error():
 
     with pytest.raises(MissingConfigException, match="experiment/glue/roberta_base/mrcp"):
         compose_config("experiment=glue/roberta_base/mrcp")
-
-
-def test_no_family_imports_another_and_the_library_imports_no_suite():
-    families = [p.name for p in (ROOT / "experiments").iterdir() if (p / "family.py").is_file() and p.name != "shared"]
-    assert families  # found by their family.py: adding one edits no test
-    for family in families:
-        for source in (ROOT / "experiments" / family).glob("*.py"):
-            text = source.read_text()
-            for other in families:
-                if other != family:
-                    assert f"experiments.{other}" not in text and f"from ..{other}" not in text, (source, other)
-    for source in [*(ROOT / "experiments" / "shared").glob("*.py"), ROOT / "experiments" / "runner.py"]:
-        assert not any(f"from ..{f}" in source.read_text() or f"from .{f}" in source.read_text()
-                       for f in families), source
-    for source in (ROOT / "fourierft").glob("*.py"):
-        assert "experiments" not in source.read_text(), source

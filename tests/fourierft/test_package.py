@@ -1,6 +1,6 @@
-"""The library's shape: an adapter API in __all__ and nothing else, no import circle between its modules, and a
-config module that needs no torch."""
-import ast
+"""The library's shape: an adapter API in __all__ and nothing else, and a config module that needs no torch. Who
+imports whom is pyproject.toml's import contracts (lint-imports, make lint); tests/test_contracts.py checks they
+cover every module."""
 import re
 import subprocess
 import sys
@@ -11,28 +11,6 @@ import fourierft as ff
 from helpers import ROOT
 
 PACKAGE = ROOT / "fourierft"
-
-
-def local_imports(module: Path) -> set[str]:
-    """The fourierft modules `module` imports (relative imports), at any depth of its code."""
-    names = set()
-    for node in ast.walk(ast.parse(module.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                names.add(node.module.split(".")[0])
-            else:
-                names.update(alias.name for alias in node.names)
-    return names
-
-
-def test_no_import_circle():
-    graph = {p.stem: local_imports(p) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-
-    def reaches(start, target, seen=()):
-        return any(n == target or (n not in seen and reaches(n, target, (*seen, n))) for n in graph.get(start, ()))
-
-    circles = [m for m in graph if reaches(m, m)]
-    assert not circles, {m: graph[m] for m in circles}
 
 
 def test_config_imports_no_torch():

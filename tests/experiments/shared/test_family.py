@@ -72,10 +72,3 @@ def test_families_return_what_they_find(module):
               and any(isinstance(t, ast.Attribute) and ast.unparse(t.value) == "self"
                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))]
     assert not stored, (module, stored)
-
-
-def test_task_definitions_import_no_family_and_nothing_hides_an_import_circle():
-    for task in (ROOT / "experiments").glob("*/task.py"):
-        assert "family import" not in task.read_text().replace("shared.family import", ""), task
-    for source in (ROOT / "experiments").rglob("*.py"):
-        assert "TYPE_CHECKING" not in source.read_text(), source

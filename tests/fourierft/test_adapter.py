@@ -1,4 +1,5 @@
-"""Reading adapter folders (fourierft/reader.py), as a careless or hostile user would hand them over: truncated,
+"""The adapter format (fourierft/adapter.py): saved and loaded bit-exactly, entries stored once per shape, folders
+saved before the rename read; and read as a careless or hostile user would hand them over: truncated,
 edited, re-signed, NaN, another checkpoint or format; each ends in a clear error that names the file and field."""
 import copy
 import json
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import fourierft as ff
 
-from helpers import build, logits, trained, trained_bert
+from helpers import build, inputs, logits, trained, trained_bert
 
 
 def rewrite_meta(path, **changes):
@@ -22,8 +23,8 @@ def rewrite_meta(path, **changes):
 
 def resign(path, tensors):
     """Rewrite an adapter's weights and recompute both checksums, as a deliberate tamperer would."""
-    from fourierft.reader import described_sha256 as _described_sha256
-    from fourierft.reader import file_sha256 as _sha256
+    from fourierft.adapter import described_sha256 as _described_sha256
+    from fourierft.adapter import file_sha256 as _sha256
 
     save_file(tensors, str(path / "adapter.safetensors"), metadata={"format": "fourierft-adapter"})
     meta = rewrite_meta(path, sha256=_sha256(path / "adapter.safetensors"))
@@ -78,8 +79,8 @@ def test_nan_coefficients_are_neither_saved_nor_loaded(tmp_path):
     key = next(k for k in tensors if k.startswith("coefficients/"))
     tensors[key][0] = float("inf")
     save_file(tensors, str(tmp_path / "adapter.safetensors"), metadata={"format": "fourierft-adapter"})
-    from fourierft.reader import described_sha256 as _described_sha256
-    from fourierft.reader import file_sha256 as _sha256
+    from fourierft.adapter import described_sha256 as _described_sha256
+    from fourierft.adapter import file_sha256 as _sha256
 
     meta = rewrite_meta(tmp_path, sha256=_sha256(tmp_path / "adapter.safetensors"))
     rewrite_meta(tmp_path, config_sha256=_described_sha256(meta))
@@ -112,7 +113,7 @@ def test_wrongly_typed_adapter_fields(tmp_path, field, value, match):
     ff.save_adapter(trained_bert(), tmp_path)
     meta = json.loads((tmp_path / "fourierft_adapter.json").read_text())
     meta[field] = value
-    from fourierft.reader import described_sha256 as _described_sha256
+    from fourierft.adapter import described_sha256 as _described_sha256
 
     meta["config_sha256"] = _described_sha256(meta)  # as a hand-written file: the field checks must still catch it
     (tmp_path / "fourierft_adapter.json").write_text(json.dumps(meta))
@@ -230,3 +231,55 @@ def test_each_format_is_named_by_the_other_loader(tmp_path):
         ff.load_adapter(copy.deepcopy(base), tmp_path / "peft")
     with pytest.raises(ValueError, match="holds an adapter of fourierft itself: load it with fourierft.load_adapter"):
         ff.import_peft(copy.deepcopy(base), tmp_path / "ours")
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    base, model = trained(modules_to_save=["classifier"], fc=2.0, bandwidth=5.0)
+    size = ff.save_adapter(model, tmp_path / "a")
+    assert size == ff.adapter_bytes(tmp_path / "a") and size < 20_000
+    loaded = ff.load_adapter(copy.deepcopy(base), tmp_path / "a")
+    theirs = dict(ff.fourierft_layers(loaded))
+    for name, layer in ff.fourierft_layers(model):
+        assert torch.equal(theirs[name].coefficients, layer.coefficients)
+        assert torch.equal(theirs[name].entries, layer.entries)
+    assert torch.equal(loaded.classifier.dense.weight, model.classifier.dense.weight)
+    batch = inputs("roberta")
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    # a model already wrapped the same way loads in place
+    again = ff.apply_fourierft(copy.deepcopy(base), model.fourierft_config)
+    ff.load_adapter(again, tmp_path / "a")
+    with torch.no_grad():
+        assert torch.equal(again(**batch).logits, model(**batch).logits)
+
+
+def test_entries_are_stored_once_per_shape(tmp_path):
+    _, model = trained("llama", target_modules=["q_proj", "k_proj", "v_proj"])
+    ff.save_adapter(model, tmp_path)
+    stored = load_file(str(tmp_path / "adapter.safetensors"))
+    full = [k for k, t in stored.items() if k.startswith("entries/")]
+    assert len(full) == 2  # q (24x24) and k/v (12x24)
+    assert not any(name.endswith(".pt") or name.endswith(".bin") for name in map(str, tmp_path.iterdir()))
+
+
+def test_wrong_base_model_is_refused(tmp_path):
+    _, model = trained("roberta")
+    ff.save_adapter(model, tmp_path)
+    with pytest.raises(ValueError, match="saved for a RobertaForSequenceClassification, not a BertForSequenceClassification"):
+        ff.load_adapter(build("bert"), tmp_path)
+    other = build("roberta")
+    other.roberta.encoder.layer[1].attention.self.value = torch.nn.Linear(20, 10)
+    with pytest.raises(ValueError, match="wrong base model"):
+        ff.load_adapter(other, tmp_path)
+
+
+def test_a_folder_saved_before_the_rename_still_loads(tmp_path):
+    base, model = trained()
+    ff.save_adapter(model, tmp_path)
+    (tmp_path / "fourierft_adapter.json").rename(tmp_path / "adapter_config.json")  # as format version 1 wrote it
+    with torch.no_grad():
+        assert torch.equal(ff.load_adapter(copy.deepcopy(base), tmp_path)(**inputs("roberta")).logits,
+                           model(**inputs("roberta")).logits)
+    assert ff.adapter_bytes(tmp_path) == sum(f.stat().st_size for f in tmp_path.iterdir())
+    ff.save_adapter(model, tmp_path)  # saved again: one config file, under the new name
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["adapter.safetensors", "fourierft_adapter.json"]

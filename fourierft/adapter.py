@@ -1,7 +1,10 @@
-"""Reading an adapter folder for a model: fourierft's own files (fourierft_adapter.json + adapter.safetensors) and
-PEFT FourierFT folders (adapter_config.json + adapter_model.safetensors), parsed, verified and checked against the
-model, into one `AdapterFile` that load_adapter, import_peft and MixedAdapters each put to use. A folder holds one
-format; which one is `folder_format`."""
+"""The adapter format, in one place: fourierft's own folders (fourierft_adapter.json + adapter.safetensors, written
+atomically, verified by sha256 on every read) and PEFT FourierFT folders (adapter_config.json +
+adapter_model.safetensors). `read` parses, verifies and checks a folder against a model into one `AdapterFile`
+that load_adapter, import_peft and MixedAdapters each put to use; `write_adapter` writes one (save_adapter
+gathers its tensors). Nothing here imports the training layer. A folder holds one
+format (`folder_format`). The config file's name is our own: PEFT's loaders read adapter_config.json, and a folder
+of ours never passes for one of theirs."""
 from __future__ import annotations
 
 import hashlib
@@ -11,13 +14,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import FourierFTConfig
 from .entries import sample_entries
-from .model import fused_blocks, modules_to_save, n_for
-from .targets import find_modules, is_within, resolve_targets
+from .files import atomic_path, write_atomic
+from .targets import find_modules, fused_blocks, is_within, modules_to_save, n_for, resolve_targets
 from .wrapped import SUPPORTED, WrappedLayer, check_layer_entries, layer_shape
 
 FORMAT = "fourierft-adapter"
@@ -317,3 +320,62 @@ def read_peft(model: nn.Module, path: Path) -> AdapterFile:
                     if f"{PREFIX}{name}.fourierft_spectrum" in tensors}
     trained = {key.removeprefix(PREFIX): t for key, t in tensors.items()}
     return AdapterFile(config, entries, coefficients, trained, None, str(weights))
+
+
+def write_adapter(path: Path, tensors: dict[str, torch.Tensor], config: FourierFTConfig, base_model: dict) -> int:
+    """Write an adapter folder of ours from its tensors (coefficients/, entries/, trained/ by module or parameter
+    name), its config and the base model's identity (class, name_or_path, layers); return its size in bytes. A
+    folder holding a PEFT adapter, or tensors holding NaN or inf, are refused before anything is written."""
+    refuse_other_format(path, "fourierft")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{len(bad)} tensors hold NaN or inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}):"
+                         " training diverged; the adapter was not saved")
+    tensors = _dedupe_entries(tensors)
+    # weights first, then the config that certifies them: a kill in between leaves a sha256 mismatch, never a
+    # config describing weights it was not written with
+    with atomic_path(path / WEIGHTS_NAME) as weights_tmp:
+        save_file(tensors, str(weights_tmp), metadata={"format": FORMAT})
+        digest, size = file_sha256(weights_tmp), weights_tmp.stat().st_size
+    meta = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "base_model": base_model,
+            "sha256": digest, "adapter_bytes": size}
+    meta["config_sha256"] = described_sha256(meta)
+    write_atomic(path / CONFIG_NAME, json.dumps(meta, indent=2))
+    legacy = path / LEGACY_CONFIG_NAME
+    if legacy.is_file() and is_ours(legacy):
+        legacy.unlink()  # an older save of ours in the same folder: one config file, not two
+    return adapter_bytes(path)
+
+
+def _dedupe_entries(tensors: dict) -> dict:
+    """Layers sharing an entry set store it once; the others point at it through 'entries@'."""
+    seen: dict[bytes, str] = {}
+    out = {}
+    for key, t in tensors.items():
+        if key.startswith("entries/"):
+            digest = hashlib.sha256(t.numpy().tobytes() + str(tuple(t.shape)).encode()).digest()
+            if digest in seen:
+                # a 0-element int tensor whose key names the layer holding the shared entries
+                out[f"entries@{key[len('entries/'):]}@{seen[digest]}"] = torch.zeros(0, dtype=torch.int32)
+                continue
+            seen[digest] = key[len("entries/"):]
+        out[key] = t
+    return out
+
+
+def adapter_bytes(path: str | Path) -> int:
+    """The size on disk of the adapter folder `path`: its config file and its weights, in bytes."""
+    path = Path(path)
+    return sum((path / f).stat().st_size for f in (config_file(path).name, WEIGHTS_NAME))
+
+
+def refuse_other_format(path: Path, writing: str) -> None:
+    """Writing one format into a folder that holds the other would leave two adapters there: refused, named."""
+    if writing == "fourierft" and (peft_type(path) or (path / PEFT_WEIGHTS).is_file()):
+        raise ValueError(f"{path} holds a PEFT adapter ({PEFT_CONFIG}, {PEFT_WEIGHTS}): save_adapter would put a "
+                         "second adapter beside it, and readers would disagree on which the folder holds; save into "
+                         "another folder, or remove those files first")
+    if writing == "peft" and (has_ours(path) or (path / WEIGHTS_NAME).is_file()):
+        raise ValueError(f"{path} holds a fourierft adapter ({CONFIG_NAME}, {WEIGHTS_NAME}): export_peft would put "
+                         "a second adapter beside it, and readers would disagree on which the folder holds; export "
+                         "into another folder, or remove those files first")
