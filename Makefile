@@ -62,7 +62,9 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # the documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or docstring fails it
+# (the committed figures are copied into docs/img/, git-ignored, for the figures page)
 docs: $(STAMP)
+	mkdir -p docs/img && cp results/demo/figures/*.png results/fig7/fig7_expressive.png docs/img/
 	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --quiet
 
 # FourierFT vs LoRA vs linear probe on MiniLM with real GLUE data (SST-2, MRPC, STS-B), offline, on CPU.

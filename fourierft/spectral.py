@@ -1,7 +1,7 @@
 """The math of dW = alpha * Re(ifft2(S)) for a sparse S, without ever forming a weight gradient.
 
 Notation: M = d_out, N = d_in, entries (u_k, v_k), coefficients c_k, X = fft(x) along features,
-G = fft(dL/dy). The identities (see shared/design/fast-path.md):
+G = fft(dL/dy). The identities (see docs/design/fast-path.md):
   dW x    = alpha/N * Re ifft_M( scatter_u( c * conj(X[v]) ) )
   dW^T g  = alpha/M * Re ifft_N( scatter_v( c * conj(G[u]) ) )
   dL/dc_k = alpha/(M N) * Re sum_t G_t[u_k] X_t[v_k]

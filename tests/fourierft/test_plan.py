@@ -25,7 +25,7 @@ def test_a_plan_missing_a_method_fails_when_built():
 def test_the_layers_auto_path_follows_the_flop_counts_on_both_sides_of_the_threshold():
     d_out, d_in, n = 48, 40, 30
     layer = ff.FourierFTLayer(torch.nn.Linear(d_in, d_out), ff.sample_entries(d_out, d_in, n, seed=0), scaling=1.0)
-    # the design's counts (shared/design/fast-path.md): two irfft2 of dW per step against two transforms per token
+    # the design's counts (docs/design/fast-path.md): two irfft2 of dW per step against two transforms per token
     merged = 2 * d_out * d_in * math.log2(d_out * d_in)
     per_token = 2 * (d_out * math.log2(d_out) + d_in * math.log2(d_in)) + 4 * n
     threshold = merged / per_token
