@@ -39,8 +39,8 @@ from scripts.serve_http_demo import free_port
 PROMPTS = ["name[The Eagle], eatType[coffee shop], food[French], priceRange[moderate]",
            "Give three tips for staying healthy.", "What is the capital of France?",
            "name[Zizzi], eatType[pub], area[riverside], familyFriendly[yes]"]
-BACKENDS = {"fourierft": "fourierft", "peft-lora": "bench_serve_http:PeftLora",
-            "per-adapter": "bench_serve_http:PerAdapterModels"}
+BACKENDS = {"fourierft": "fourierft", "peft-lora": "scripts.bench_serve_http:PeftLora",
+            "per-adapter": "scripts.bench_serve_http:PerAdapterModels"}
 
 
 class PeftLora:
@@ -140,7 +140,7 @@ def measure(base: Path, backend: str, folders: dict, requests: int, concurrency:
             str(port), "--backend", BACKENDS[backend], "--max-batch-size", str(concurrency), "--num-cpus", "0",
             "--memory-budget-mb", "100000", *(f"--adapter={n}={f}" for n, f in folders.items())]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -180,7 +180,7 @@ def measure(base: Path, backend: str, folders: dict, requests: int, concurrency:
 
 def markdown(rows: list, meta: dict) -> str:
     lines = [f"# Serving over HTTP: {meta['device']}", "",
-             f"SmolLM2-135M-Instruct, {meta['requests']} greedy completions of up to {meta['max_tokens']} tokens at "
+             f"{'SmolLM2-135M-Instruct' if 'smollm2' in meta['base'].lower() else meta['base']}, {meta['requests']} greedy completions of up to {meta['max_tokens']} tokens at "
              f"concurrency {meta['concurrency']} (max batch {meta['concurrency']}), after one warm-up request per "
              f"adapter; commit {meta['git_commit']}; CPU {meta['cpu']}. `python -m scripts.bench_serve_http`.", "",
              "| K adapters | backend | requests/s | tokens/s | p50 s | p99 s | resident adapter bytes | rows per "
@@ -204,8 +204,10 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--base", type=Path, default=None,
+                        help="a causal LM folder with q_proj / v_proj (default: SmolLM2-135M-Instruct, offline)")
     args = parser.parse_args(argv)
-    base = smollm2_folder()
+    base = args.base or smollm2_folder()
     model_bytes = sum(f.stat().st_size for f in Path(base).glob("*.safetensors"))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     rows = []
@@ -222,7 +224,7 @@ def main(argv=None) -> int:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     device = device_name("cpu")
-    meta = {"device": device, "cpu": cpu_features().get("model"), "git_commit": git_commit(),
+    meta = {"device": device, "cpu": cpu_features().get("model"), "git_commit": git_commit(), "base": str(base),
             "requests": args.requests, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
             "torch": torch.__version__, "config": vars(args) | {"out": str(args.out)}}
     write_json_atomic(args.out / f"serve-http-{device}.json", {**meta, "rows": rows})

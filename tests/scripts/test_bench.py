@@ -48,18 +48,22 @@ def test_bench_serve_pools_rounds_and_counts_n_by_layers_floats_per_resident_ada
 
 @pytest.mark.slow
 def test_bench_serve_http_writes_a_row_per_backend_and_k(tmp_path):
+    """The HTTP benchmark's bookkeeping on a tiny LLaMA (the real run's SmolLM2 only makes it slower)."""
     import os
 
+    from helpers import tiny_llama_folder
+
     pytest.importorskip("ray.serve")
+    base = tiny_llama_folder(tmp_path / "base")
     proc = subprocess.run([sys.executable, "-m", "scripts.bench_serve_http", "--ks", "2", "--backends", "fourierft",
-                           "peft-lora", "--requests", "4", "--concurrency", "2", "--max-tokens", "3", "--out",
-                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                           "peft-lora", "--requests", "4", "--concurrency", "2", "--max-tokens", "3", "--base",
+                           str(base), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    [result] = list(tmp_path.glob("serve-http-*.json"))
+    [result] = list((tmp_path / "out").glob("serve-http-*.json"))
     rows = json.loads(result.read_text())["rows"]
     assert [(r["backend"], r["adapters"]) for r in rows] == [("fourierft", 2), ("peft-lora", 2)]
     for row in rows:
         assert row["requests_per_s"] > 0 and row["p99_s"] >= row["p50_s"] > 0 and row["resident_bytes"] > 0
         assert sum(int(size) * count for size, count in row["batch_sizes"].items()) >= 4  # warm-up and timed
-    assert "| 2 | fourierft |" in (tmp_path / result.name.replace(".json", ".md")).read_text()
+    assert "| 2 | fourierft |" in (tmp_path / "out" / result.name.replace(".json", ".md")).read_text()
