@@ -31,10 +31,38 @@ KEYS = ["model", "method", "variant"]
 PAPER_AVG = "paper_avg"  # a paper row's own printed average, over all the tasks of its table
 
 
+class Printed(float):
+    """A number of paper/<family>.yaml that remembers how it is written there: as the paper prints it, trailing
+    zeros included, so that tables show it at the paper's own precision and never round it again."""
+
+    text: str
+
+
+class PrintedLoader(yaml.SafeLoader):
+    pass
+
+
+def _printed(loader, node):
+    value = Printed(loader.construct_yaml_float(node))
+    value.text = node.value
+    return value
+
+
+PrintedLoader.add_constructor("tag:yaml.org,2002:float", _printed)
+PRINTED = "_printed"  # "<column>_printed": a paper cell as printed; "<column>_sd_printed" its spread
+
+
+def printed(value) -> str:
+    return value.text if isinstance(value, Printed) else str(value)
+
+
 def paper(family: str):
     """The paper's numbers for a family (paper/<family>.yaml), or None where the paper has none."""
     file = ROOT / "paper" / f"{family}.yaml"
-    return yaml.safe_load(file.read_text()) if file.is_file() else None
+    return yaml.load(file.read_text(), Loader=PrintedLoader) if file.is_file() else None
+
+
+EPOCH_KINDS = {"best": "best epoch", "last": "last epoch"}
 
 
 def display_name(task: str, runs: list[RunResult] = ()) -> str:
@@ -64,23 +92,28 @@ def is_paper(method: str) -> bool:
     return bool(re.search(r"\(.*paper.*\)$", method))
 
 
-def paper_rows(family: str, models=None, names=None) -> pd.DataFrame:
+def paper_rows(family: str, models=None, names=None, kind: str = "") -> pd.DataFrame:
     """The paper's rows (for `models` when any of them has rows, else all), columns renamed by `names`; its printed
-    average (over all its tasks) under PAPER_AVG, its printed spread under "<column>_sd"."""
+    average (over all its tasks) under PAPER_AVG, its printed spread under "<column>_sd", and each number as the
+    paper prints it under "<column>_printed". `kind`: said beside the source, for rows shown among numbers of
+    another kind."""
     data = paper(family)
     if data is None:
         return pd.DataFrame()
     rows = [row for row in data["rows"] if models is None or row["model"] in models] or data["rows"]
     table = []
     for row in rows:
-        entry = {"model": row["model"], "method": f"{row['method']} ({source_label(row)})",
+        source = source_label(row) + (f", {kind}" if kind else "")
+        entry = {"model": row["model"], "method": f"{row['method']} ({source})",
                  "variant": row.get("variant", ""),
                  "params": row["params"] if row["params"] is not None else float("nan"),
-                 "seeds": data["seeds"] if data["seeds"] is not None else float("nan")}
-        entry.update({(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])})
-        entry.update({f"{(names or {}).get(c, c)}_sd": s for c, s in zip(data["columns"], row.get("sd") or [])})
+                 "seeds": float("nan") if row.get("prior") or data.get("seeds") is None else data["seeds"]}
+        cells = {(names or {}).get(c, c): s for c, s in zip(data["columns"], row["scores"])}
+        cells.update({f"{(names or {}).get(c, c)}_sd": s for c, s in zip(data["columns"], row.get("sd") or [])})
         if "avg" in row:
-            entry[PAPER_AVG] = row["avg"]
+            cells[PAPER_AVG] = row["avg"]
+        for column, value in cells.items():
+            entry[column], entry[column + PRINTED] = float(value), printed(value)
         table.append(entry)
     return pd.DataFrame(table)
 
@@ -139,7 +172,12 @@ def selected_table(runs: list[RunResult], which: str) -> tuple[pd.DataFrame, pd.
     table, configs = select_cells(per_config, mode, paper_tasks + ours)
     ran = list(table.columns[5:])
     names = {t: display_name(t, runs) for t in paper_tasks + ours}
-    theirs = paper_rows(first.family, set(table["model"]), names)
+    theirs = pd.DataFrame()
+    kind = data.get("epoch")  # which epoch the paper's numbers report
+    if data["columns"] and kind == which:
+        theirs = paper_rows(first.family, set(table["model"]), names)
+    elif data["columns"] and kind not in first.report["columns"]:  # no table of their kind: shown, labelled
+        theirs = paper_rows(first.family, set(table["model"]), names, kind=data.get("epoch_text", kind))
     table = pd.concat([table.rename(columns=names), theirs], ignore_index=True)
     shown = [names[t] for t in paper_tasks + ours if names[t] in table.columns]
     # like with like: every row's mean over the tasks these runs cover; a paper row's own average (over all its
@@ -150,8 +188,12 @@ def selected_table(runs: list[RunResult], which: str) -> tuple[pd.DataFrame, pd.
     if PAPER_AVG in table.columns:
         averages[f"paper's avg (its {len(paper_tasks)} tasks)"] = table[PAPER_AVG]
     table = table.assign(**averages)
+    if PAPER_AVG + PRINTED in table.columns:
+        table[f"paper's avg (its {len(paper_tasks)} tasks){PRINTED}"] = table[PAPER_AVG + PRINTED]
     sds = [f"{c}_sd" for c in shown if f"{c}_sd" in table.columns]
-    return table[KEYS + ["params", "seeds"] + shown + list(averages) + sds], configs.rename(columns=names)
+    as_printed = [c for c in table.columns if c.endswith(PRINTED)]
+    return (table[KEYS + ["params", "seeds"] + shown + list(averages) + sds + as_printed],
+            configs.rename(columns=names))
 
 
 def fmt(value, col: str) -> str:
@@ -174,16 +216,22 @@ def to_markdown(table: pd.DataFrame, configs: pd.DataFrame | None = None) -> str
             for col in configs.columns[3:]:
                 if not pd.isna(row[col]) and row[col] > 1:
                     tried[(row["model"], row["method"], row["variant"], col)] = int(row[col])
-    # "<metric>_sd" columns (spread over seeds) print inside their metric's cell: "mean ± sd"
-    cols = [c for c in table.columns if not c.endswith("_sd")]
+    # "<metric>_sd" columns (spread over seeds) print inside their metric's cell: "mean ± sd"; a paper cell prints
+    # as the paper printed it ("<column>_printed"), ours through fmt
+    cols = [c for c in table.columns if not c.endswith(("_sd", PRINTED))]
+
+    def shown(r, c):
+        text = r.get(c + PRINTED)
+        return text if isinstance(text, str) else fmt(r[c], c)
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = []
         for c in cols:
             k = tried.get((r["model"], r["method"], r["variant"], c))
             sd = r.get(f"{c}_sd")
-            spread = f" ± {fmt(sd, c)}" if sd is not None and not pd.isna(sd) else ""
-            cells.append(fmt(r[c], c) + spread + (f" [best of {k}]" if k else ""))
+            spread = f" ± {shown(r, f'{c}_sd')}" if sd is not None and not pd.isna(sd) else ""
+            cells.append(shown(r, c) + spread + (f" [best of {k}]" if k else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -264,10 +312,14 @@ def family_tables(family: str, runs: list[RunResult], out: Path) -> list[str]:
     if report["table"] == "rows":
         return [write_table(out, family, report["title"], rows_table(runs), note=note)]
     written = []
+    kind = (paper(family) or {}).get("epoch")
     for i, which in enumerate(report["columns"]):
         table, configs = selected_table(runs, which)
         name = family if len(report["columns"]) == 1 else f"{family}_{which}"
-        written.append(write_table(out, name, report["title"].format(which=which), table, configs, note))
+        elsewhere = (f"The paper's rows report the {EPOCH_KINDS[kind]}, so they stand in {family}_{kind}.md, beside "
+                     "numbers of their own kind, and not here." if kind in report["columns"] and kind != which else "")
+        written.append(write_table(out, name, report["title"].format(which=which), table, configs,
+                                   elsewhere or note))
         if i == 0:
             score = next(c for c in table.columns if c.startswith("avg ("))
             params_plot(table, out / f"{family}_params_vs_score.png",

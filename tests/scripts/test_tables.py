@@ -47,14 +47,14 @@ def test_results_from_a_dirty_tree_are_flagged_in_tables(tmp_path):
         return glue_result(git_commit=commit, seed=seed)
     (tmp_path / "lora-c-seed0.json").write_text(json.dumps(result("abc123", 0)))
     (tmp_path / "lora-c-seed1.json").write_text(json.dumps(result("abc123-dirty", 1)))
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path), "--out",
+    subprocess.run([sys.executable, "-m", "scripts.tables", "--results", str(tmp_path), "--out",
                     str(tmp_path / "t")], check=True, cwd=ROOT, capture_output=True)
     md = (tmp_path / "t" / "glue_best.md").read_text()
     assert "| m | lora | r=8 |" in md and "| m | lora (dirty tree) | r=8 |" in md  # never averaged together
     sweep = tmp_path / "sweeps" / "basis"
     sweep.mkdir(parents=True)
     (sweep / "lora-d-seed0.json").write_text(json.dumps({**result("abc123", 0), "variant": "r=1"}))
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path), "--out",
+    subprocess.run([sys.executable, "-m", "scripts.tables", "--results", str(tmp_path), "--out",
                     str(tmp_path / "t")], check=True, cwd=ROOT, capture_output=True)
     assert "r=1" not in (tmp_path / "t" / "glue_best.md").read_text()  # sweep runs stay out of the main tables
 
@@ -67,7 +67,7 @@ def test_a_paper_row_keeps_its_own_average_beside_the_mean_over_the_tasks_run(tm
 
     for task, score in (("rte", 70.0), ("mrpc", 80.0)):
         (tmp_path / f"lora-{task}-seed0.json").write_text(json.dumps(glue_result(task, best=score)))
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "--results", str(tmp_path), "--out",
+    subprocess.run([sys.executable, "-m", "scripts.tables", "--results", str(tmp_path), "--out",
                     str(tmp_path / "t")], check=True, cwd=ROOT, capture_output=True)
     table = pd.read_csv(tmp_path / "t" / "glue_best.csv")
     shown, printed = "avg (MRPC, RTE)", "paper's avg (its 6 tasks)"
@@ -85,3 +85,36 @@ def test_a_paper_row_keeps_its_own_average_beside_the_mean_over_the_tasks_run(tm
         assert match[shown].item() == pytest.approx((scores["mrpc"] + scores["rte"]) / 2)
     md = (tmp_path / "t" / "glue_best.md").read_text()
     assert "vera (VeRA paper): Kopiczko et al., VeRA, ICLR 2024, Table 2" in md
+
+
+def test_paper_rows_stand_only_beside_numbers_of_their_kind(tmp_path):
+    """Table 2 reports each task's best epoch: its rows join the best-epoch table and never the last-epoch one, whose
+    note says where they are. Table 5 reports the model after its 10 epochs and the vision family has only a
+    best-validation table: there its rows say what they are."""
+    from scripts.tables import main
+
+    for task, best, last in (("rte", 70.0, 60.0), ("mrpc", 80.0, 75.0)):
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"lora-{task}-seed0.json").write_text(json.dumps(glue_result(task, best=best, last=last)))
+    main(["--results", str(tmp_path / "runs"), "--out", str(tmp_path / "t")])
+    best, last = ((tmp_path / "t" / f"glue_{which}.md").read_text() for which in ("best", "last"))
+    assert "fourierft (paper)" in best and "(paper" not in last.split("\n\n")[1]
+    assert "The paper's rows report the best epoch, so they stand in glue_best.md" in last
+    main(["--results", str(ROOT / "results" / "demo" / "vision"), "--out", str(tmp_path / "v")])
+    vision = (tmp_path / "v" / "vision.md").read_text()
+    paper_rows = [line for line in vision.splitlines() if line.startswith("|") and "(paper" in line]
+    assert paper_rows and all("(paper, after its 10 epochs)" in line for line in paper_rows)
+
+
+def test_a_paper_number_prints_as_the_paper_prints_it(tmp_path):
+    """Table 5 prints two decimals: 74.95 stays 74.95 (not 75.0, which float rounding gave) and 93.19 / 93.21 stay
+    apart; Table 2 prints its spread to one decimal: 0.3 is not padded to 0.30."""
+    from scripts.tables import main
+
+    main(["--results", str(ROOT / "results" / "demo"), "--out", str(tmp_path / "t")])
+    vision = (tmp_path / "t" / "vision.md").read_text()
+    for printed in ("74.95 ± 0.40", "68.25 ± 1.63", "93.19 ± 0.36", "93.21 ± 0.26", "| 77.58 |"):
+        assert printed in vision, printed
+    assert "75.0 ±" not in vision and "68.2 ±" not in vision
+    glue = (tmp_path / "t" / "glue_best.md").read_text()
+    assert "94.2 ± 0.3 |" in glue and "± 0.30" not in glue
