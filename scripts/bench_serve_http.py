@@ -179,8 +179,9 @@ def measure(base: Path, backend: str, folders: dict, requests: int, concurrency:
 
 
 def markdown(rows: list, meta: dict) -> str:
+    model = "SmolLM2-135M-Instruct" if "smollm2" in meta["base"].lower() else meta["base"]
     lines = [f"# Serving over HTTP: {meta['device']}", "",
-             f"{'SmolLM2-135M-Instruct' if 'smollm2' in meta['base'].lower() else meta['base']}, {meta['requests']} greedy completions of up to {meta['max_tokens']} tokens at "
+             f"{model}, {meta['requests']} greedy completions of up to {meta['max_tokens']} tokens at "
              f"concurrency {meta['concurrency']} (max batch {meta['concurrency']}), after one warm-up request per "
              f"adapter; commit {meta['git_commit']}; CPU {meta['cpu']}. `python -m scripts.bench_serve_http`.", "",
              "| K adapters | backend | requests/s | tokens/s | p50 s | p99 s | resident adapter bytes | rows per "
