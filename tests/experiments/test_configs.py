@@ -53,3 +53,15 @@ def test_a_mistyped_experiment_is_an_error():
 
     with pytest.raises(MissingConfigException, match="experiment/glue/roberta_base/mrcp"):
         compose_config("experiment=glue/roberta_base/mrcp")
+
+
+def test_figure_4s_qqp_panel_runs_at_real_settings():
+    """QQP (Figure 4's sixth task) composes from a preset like the other five: LoRA at the LoRA paper's QQP column,
+    FourierFT at its QNLI row by the stated rule, never at the trainer's defaults."""
+    lora = compose_config("experiment=glue/roberta_base/qqp", "method=lora")
+    assert (lora.trainer.batch_size, lora.trainer.epochs, lora.method.lr) == (16, 25, 5e-4)
+    qqp = OmegaConf.to_container(compose_config("experiment=glue/roberta_base/qqp", "method=fourierft"), resolve=True)
+    qnli = OmegaConf.to_container(compose_config("experiment=glue/roberta_base/qnli", "method=fourierft"), resolve=True)
+    assert qqp["task"]["name"] == "qqp" and qqp["method"] == qnli["method"] and qqp["trainer"] == qnli["trainer"]
+    default = compose_config("task=qqp", "model=roberta_base", "method=fourierft")
+    assert qqp["trainer"]["epochs"] != default.trainer.epochs
