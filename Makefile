@@ -146,7 +146,8 @@ figure6: $(STAMP)
 	$(PYTHON) -m experiments.train -m sweep=fig6_lora experiment=glue/roberta_base/mrpc seed=$(SEEDS) $(OVERRIDES)
 	$(PYTHON) -m experiments.train -m sweep=fig6_fourierft experiment=glue/roberta_base/mrpc seed=$(SEEDS) $(OVERRIDES)
 
-# Figure 7 (Appendix C.2): the expressive-ability toy at the paper's scale, 5 seeds, on CPU (~5 min)
+# Figure 7 (Appendix C.2): the expressive-ability toy at the paper's scale, 5 seeds, LR grids widened until each
+# method's best LR lies inside, on CPU (~3 min)
 figure7: $(STAMP)
 	$(PYTHON) -m scripts.fig7_expressive --out results/fig7
 

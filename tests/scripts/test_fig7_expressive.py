@@ -13,7 +13,7 @@ def summary_rows(path):
     rows = {}
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 6 and cells[0] in ("lora", "fourierft"):
+        if len(cells) == 8 and cells[0] in ("lora", "fourierft"):
             rows[(cells[0], int(cells[1]))] = cells
     return rows
 
@@ -26,7 +26,9 @@ def check_summary_against_curves(folder):
     summary = summary_rows(folder / "summary.md")
     assert summary and set(summary) == set(curves)
     for key, curve in curves.items():
-        method, seed, lr, final, best, first = summary[key]
+        method, seed, lr, tried, inside, final, best, first = summary[key]
+        tried = [float(t) for t in tried.split(",")]
+        assert float(lr) in tried and (inside == "yes") == (min(tried) < float(lr) < max(tried))
         reached = next((i + 1 for i, a in enumerate(curve) if a == 1.0), None)
         assert float(final) == pytest.approx(100 * curve[-1], abs=0.006)
         assert float(best) == pytest.approx(100 * max(curve), abs=0.006)
@@ -58,3 +60,23 @@ def test_zero_epochs_is_refused():
     proc = subprocess.run([sys.executable, "-m", "scripts.fig7_expressive", "--epochs", "0", "--out", "/nonexistent"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "--epochs 0" in proc.stderr and "at least one epoch" in proc.stderr
+
+
+def test_the_lr_search_widens_until_the_best_lies_inside():
+    """A best LR at an edge of the grid extends the grid a half-decade that way, until it lies strictly inside (or
+    the widening bound is reached and the summary says so)."""
+    from scripts import fig7_expressive as fig7
+
+    assert [fig7.half_decade(x, True) for x in (3e-3, 1e-2, 0.3, 1.0)] == pytest.approx([1e-2, 3e-2, 1.0, 3.0])
+    assert [fig7.half_decade(x, False) for x in (3e-3, 1e-2, 1.0)] == pytest.approx([1e-3, 3e-3, 0.3])
+    peak = 30.0  # final accuracy rises towards LR 30 and falls past it
+    runs = []
+
+    def run(lr):
+        runs.append(lr)
+        return [1.0 - abs(fig7.math.log10(lr / peak)) / 10]
+
+    lr, curves, inside = fig7.bracketed_search(run, (0.03, 0.1, 0.3, 1.0))
+    assert lr == pytest.approx(peak) and inside and max(curves) > peak
+    lr, curves, inside = fig7.bracketed_search(lambda lr: [min(lr, 1e9)], (0.03, 0.1, 0.3, 1.0))
+    assert not inside and len(curves) == 4 + fig7.WIDEN
