@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -38,9 +39,9 @@ def adapters(base_folder, folder):
     return made
 
 
-def start(tmp, *options):
+def start(tmp, *options, env=None):
     """The server on a free port over a tiny LLaMA (with a chat template) and adapters a-d: (url, process, base,
-    adapter folders)."""
+    adapter folders). `env`: more environment variables for it (FOURIERFT_API_KEY)."""
     base = tiny_llama_folder(tmp / "tiny-llama")
     config = json.loads((base / "tokenizer_config.json").read_text())
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHAT_TEMPLATE}))
@@ -51,12 +52,14 @@ def start(tmp, *options):
     args = [sys.executable, "-m", "fourierft.serving.server", "--base", str(base), "--port", str(port), *options,
             *(f"--adapter={n}={folders[n]}" for n in NAMES)]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
         try:
             urllib.request.urlopen(f"{url}/v1/models", timeout=2)
+            break
+        except urllib.error.HTTPError:  # it answered (401 where a key is needed): it is up
             break
         except OSError:
             if proc.poll() is not None:
@@ -76,10 +79,10 @@ def stop(proc):
         proc.kill()
 
 
-def client(url):
+def client(url, key="unused"):
     import openai
 
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
 
 
 def alone(base, folder, prompt_ids, max_tokens):

@@ -11,30 +11,43 @@ streaming responses, replicas, and a Ray cluster past one machine. The FastAPI i
     POST /v1/load_lora_adapter      {"lora_name", "lora_path"}   (vLLM's names for loading an adapter at runtime)
     POST /v1/unload_lora_adapter    {"lora_name"}
     GET  /stats                     rows per generate call (how requests were batched), evictions
+    GET  /health                    {"status": "ok"}, loading nothing
 
-Refusals are OpenAI-style JSON errors with a 4xx status naming the problem. Each replica loads the adapters given at
-start; a runtime load or unload reaches the replica that serves it (with several replicas, give adapters at start).
+Request bodies are pydantic models (FastAPI validates them; /docs and /openapi.json describe them). Refusals are
+OpenAI-style JSON errors with a 4xx status naming the problem. With an API key (--api-key, or FOURIERFT_API_KEY) every
+route, /health and /docs included, answers 401 without `Authorization: Bearer <key>`. Loading and unloading at runtime
+is off unless --allow-runtime-loading, and then reads only folders under the --adapter-root folders (links resolved,
+`..` refused). Each replica loads the adapters given at start; a runtime load or unload reaches the replica that serves
+it (with several replicas, give adapters at start).
 
-python -m fourierft.serving.server --base MODEL_FOLDER --adapter NAME=FOLDER [...] [--port 8000] [--replicas 1]
+fourierft-serve --base MODEL_FOLDER --adapter NAME=FOLDER [...] [--port 8000] [--replicas 1] [--api-key KEY]
 (--address auto joins a running Ray cluster; the default starts one on this machine.)
 """
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import math
 import os
 import signal
 import sys
 import time
+from pathlib import Path
+from typing import Optional, Union
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
 from ray import serve
 
 from .engine import DONE, Engine, RequestError
 
-DEFAULTS = {"max_batch_size": 16, "batch_wait_ms": 10.0, "memory_budget_mb": 1024.0, "dtype": "auto"}
+DEFAULTS = {"max_batch_size": 16, "batch_wait_ms": 10.0, "memory_budget_mb": 1024.0, "dtype": "auto",
+            "max_request_bytes": 1 << 20}
+API_KEY_ENV = "FOURIERFT_API_KEY"
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -43,7 +56,32 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status)
 
 
+def digest(key: str) -> str:
+    """What the replicas hold of the API key: its sha256, so the key itself never travels into Ray's state."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 app = FastAPI(title="fourierft server")
+app.state.guard = {"api_key_sha256": None, "max_request_bytes": DEFAULTS["max_request_bytes"]}
+
+
+@app.middleware("http")
+async def guard(request: Request, call_next):
+    """Every route: the API key first (where one is set), then the body's size."""
+    settings = request.app.state.guard
+    if settings["api_key_sha256"]:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(digest(given.strip()), settings["api_key_sha256"]):
+            answer = error(401, "a valid API key is needed: send 'Authorization: Bearer <key>' (the key the server "
+                                "was started with, --api-key or " + API_KEY_ENV + ")")
+            answer.headers["WWW-Authenticate"] = "Bearer"
+            return answer
+    if request.method == "POST":
+        size = request.headers.get("content-length")
+        limit = settings["max_request_bytes"]
+        if (size is not None and size.isdigit() and int(size) > limit) or len(await request.body()) > limit:
+            return error(413, f"the request body is over this server's {limit:,} bytes (--max-request-bytes)")
+    return await call_next(request)
 
 
 @app.exception_handler(RequestError)
@@ -51,19 +89,69 @@ async def refused(request: Request, exc: RequestError) -> JSONResponse:
     return error(exc.status, str(exc))
 
 
+@app.exception_handler(RequestValidationError)
+async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's validation of the request models, as OpenAI's 400 with the fields named."""
+    problems = exc.errors()
+    kind = request.headers.get("content-type", "")
+    if "json" not in kind:
+        return error(400, f"the request body must be JSON sent with 'Content-Type: application/json' (this one was "
+                          f"sent as {kind or 'no content type'})")
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return error(400, f"the request body is not valid JSON ({problems[0].get('msg')})")
+    named = "; ".join(f"{'.'.join(str(x) for x in p['loc'][1:]) or 'body'}: {p['msg']}" for p in problems)
+    return error(400, f"the request does not fit the API: {named}")
+
+
 @app.exception_handler(Exception)
 async def failed(request: Request, exc: Exception) -> JSONResponse:  # a message, never a traceback
     return error(500, f"{type(exc).__name__}: {exc}")
 
 
-async def body(request: Request) -> dict:
-    try:
-        data = json.loads(await request.body() or b"null")
-    except ValueError as e:
-        raise RequestError(400, f"the request body is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise RequestError(400, "the request body must be a JSON object")
-    return data
+class Sampling(BaseModel):
+    """What completions and chat completions share. Fields OpenAI defines and this server does not act on are
+    accepted and ignored, except those whose answer would be wrong without them (n > 1, logprobs): refused."""
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: Optional[int] = None
+    temperature: Union[int, float] = 1.0  # an int stays one: errors quote the value as the client sent it
+    top_p: Union[int, float] = 1.0
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    n: int = 1
+
+
+class CompletionRequest(Sampling):
+    prompt: Union[str, list[str], list[int]]
+    logprobs: Optional[int] = None
+
+
+class ChatRequest(Sampling):
+    messages: list[dict]
+    max_completion_tokens: Optional[int] = None
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = None
+
+
+class LoadRequest(BaseModel):
+    lora_name: str
+    lora_path: str
+
+
+class UnloadRequest(BaseModel):
+    lora_name: str
+
+
+def within_roots(path: str, roots: list[str]) -> str:
+    """`path` resolved (links followed), when it lies under one of `roots`; `..` is refused outright."""
+    if ".." in Path(path).parts:
+        raise RequestError(400, f"lora_path {path!r} holds '..': give the adapter folder's own path")
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise RequestError(403, f"lora_path {path!r} lies outside the folders this server may read adapters from "
+                                f"(--adapter-root: {', '.join(roots)})")
+    return str(resolved)
 
 
 @serve.deployment(name="fourierft")
@@ -71,6 +159,10 @@ async def body(request: Request) -> dict:
 class Server:
     def __init__(self, settings: dict):
         settings = {**DEFAULTS, **settings}
+        app.state.guard = {"api_key_sha256": settings.get("api_key_sha256"),
+                           "max_request_bytes": settings["max_request_bytes"]}
+        self.loading = bool(settings.get("allow_runtime_loading"))
+        self.roots = [str(Path(r).expanduser().resolve()) for r in settings.get("adapter_roots") or []]
         self.engine = Engine(settings["base"], settings.get("adapters") or {}, settings["memory_budget_mb"],
                              settings["dtype"], settings.get("name"), backend=settings.get("backend", "fourierft"))
         self.decode.set_max_batch_size(settings["max_batch_size"])
@@ -90,38 +182,55 @@ class Server:
                                             "owned_by": "fourierft", "root": self.engine.name}
                                            for name in self.engine.models()]}
 
+    @app.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok"}
+
     @app.get("/stats")
     async def stats(self) -> dict:
         engine = self.engine
         return {"replica": os.getpid(), "batch_sizes": dict(engine.batch_sizes), "evictions": engine.evictions,
                 "resident": list(engine.recent), "resident_bytes": engine.serve.resident_bytes()}
 
+    def runtime_loading(self) -> None:
+        if not self.loading:
+            raise RequestError(403, "loading and unloading adapters at runtime is off on this server: its operator "
+                                    "turns it on with --allow-runtime-loading and --adapter-root FOLDER")
+
     @app.post("/v1/load_lora_adapter")
-    async def load(self, request: Request) -> dict:
-        data = await body(request)
-        await asyncio.to_thread(self.engine.load, data.get("lora_name"), data.get("lora_path") or "")
-        return {"message": f"Success: adapter {data['lora_name']!r} loaded"}
+    async def load(self, request: LoadRequest) -> dict:
+        self.runtime_loading()
+        folder = within_roots(request.lora_path, self.roots) if request.lora_path else ""
+        await asyncio.to_thread(self.engine.load, request.lora_name, folder)
+        return {"message": f"Success: adapter {request.lora_name!r} loaded"}
 
     @app.post("/v1/unload_lora_adapter")
-    async def unload(self, request: Request) -> dict:
-        data = await body(request)
-        await asyncio.to_thread(self.engine.unload, data.get("lora_name"))
-        return {"message": f"Success: adapter {data['lora_name']!r} unloaded"}
+    async def unload(self, request: UnloadRequest) -> dict:
+        self.runtime_loading()
+        await asyncio.to_thread(self.engine.unload, request.lora_name)
+        return {"message": f"Success: adapter {request.lora_name!r} unloaded"}
 
     @app.post("/v1/completions")
-    async def completions(self, request: Request):
-        data = await body(request)
-        return await self.respond(data, self.engine.encode(data.get("prompt")), chat=False)
+    async def completions(self, request: CompletionRequest):
+        if request.logprobs is not None:
+            raise RequestError(400, f"logprobs={request.logprobs}: this server does not return log probabilities")
+        data = request.model_dump()
+        prompt_ids = await asyncio.to_thread(self.engine.encode, data.get("prompt"))  # off the event loop
+        return await self.respond(data, prompt_ids, chat=False)
 
     @app.post("/v1/chat/completions")
-    async def chat(self, request: Request):
-        data = await body(request)
-        return await self.respond(data, self.engine.chat(data.get("messages")), chat=True)
+    async def chat(self, request: ChatRequest):
+        if request.logprobs or request.top_logprobs:
+            raise RequestError(400, "logprobs / top_logprobs: this server does not return log probabilities")
+        data = request.model_dump()
+        prompt_ids = await asyncio.to_thread(self.engine.chat, data.get("messages"))
+        return await self.respond(data, prompt_ids, chat=True)
 
     async def respond(self, data: dict, prompt_ids: list, chat: bool):
         if data.get("n", 1) != 1:
             raise RequestError(400, f"n={data.get('n')!r}: this server returns one choice per request (n=1)")
-        limit = data.get("max_completion_tokens", data.get("max_tokens", 256 if chat else 16))
+        limit = next((v for v in (data.get("max_completion_tokens"), data.get("max_tokens")) if v is not None),
+                     256 if chat else 16)
         job = self.engine.job(data.get("model"), prompt_ids, limit, data.get("temperature", 1.0),
                               data.get("top_p", 1.0), data.get("stop"), data.get("seed"))
         kind = "chat.completion" if chat else "text_completion"
@@ -186,6 +295,14 @@ def main(argv=None) -> None:
     parser.add_argument("--address", default=None, help="a Ray cluster to join ('auto': the running one)")
     parser.add_argument("--backend", default="fourierft",
                         help="the batch backend: fourierft (MixedAdapters), or module:Class for a comparison")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                        help=f"require 'Authorization: Bearer <key>' on every route (default: ${API_KEY_ENV}; the "
+                             "environment keeps it out of the process list)")
+    parser.add_argument("--allow-runtime-loading", action="store_true",
+                        help="accept /v1/load_lora_adapter and /v1/unload_lora_adapter (off by default)")
+    parser.add_argument("--adapter-root", action="append", default=[], metavar="FOLDER",
+                        help="a folder runtime loads may read adapters from (links resolved); repeatable")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULTS["max_request_bytes"])
     args = parser.parse_args(argv)
     adapters = {}
     for item in args.adapter:
@@ -193,7 +310,16 @@ def main(argv=None) -> None:
         if not sep or not name or not folder:
             parser.error(f"--adapter {item!r}: give NAME=FOLDER")
         adapters[name] = folder
-    for key, value, low in (("--max-batch-size", args.max_batch_size, 1), ("--replicas", args.replicas, 1)):
+    if args.allow_runtime_loading and not args.adapter_root:
+        parser.error("--allow-runtime-loading reads adapters only under the folders you name: add --adapter-root "
+                     "FOLDER")
+    missing = [root for root in args.adapter_root if not Path(root).expanduser().is_dir()]
+    if missing:
+        parser.error(f"--adapter-root {missing[0]}: not a folder")
+    if args.api_key is not None and not args.api_key.strip():
+        parser.error(f"--api-key (or {API_KEY_ENV}) is empty: give a key, or leave it unset")
+    for key, value, low in (("--max-batch-size", args.max_batch_size, 1), ("--replicas", args.replicas, 1),
+                            ("--max-request-bytes", args.max_request_bytes, 1)):
         if value < low:
             parser.error(f"{key}={value}: give an integer >= {low}")
     for key, value, positive in (("--memory-budget-mb", args.memory_budget_mb, True),
@@ -211,7 +337,9 @@ def main(argv=None) -> None:
         settings = {"base": args.base, "name": args.name, "adapters": adapters, "replicas": args.replicas,
                     "num_cpus": args.num_cpus, "max_batch_size": args.max_batch_size,
                     "batch_wait_ms": args.batch_wait_ms, "memory_budget_mb": args.memory_budget_mb,
-                    "dtype": args.dtype, "backend": args.backend}
+                    "dtype": args.dtype, "backend": args.backend, "max_request_bytes": args.max_request_bytes,
+                    "api_key_sha256": digest(args.api_key.strip()) if args.api_key else None,
+                    "allow_runtime_loading": args.allow_runtime_loading, "adapter_roots": args.adapter_root}
         serve.run(build_app(settings), name="fourierft", route_prefix="/", blocking=True)
     except (KeyboardInterrupt, SystemExit):
         pass

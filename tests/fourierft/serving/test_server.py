@@ -23,7 +23,8 @@ from serving_helpers import NAMES, PROMPTS, alone, client, start, stop  # noqa: 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     url, proc, base, folders = start(tmp_path_factory.mktemp("server"), "--max-batch-size", "16",
-                                     "--batch-wait-ms", "100")
+                                     "--batch-wait-ms", "100", "--allow-runtime-loading", "--adapter-root",
+                                     str(tmp_path_factory.getbasetemp()))
     yield url, base, folders
     stop(proc)
 
@@ -74,9 +75,10 @@ def test_streaming_and_chat_equal_the_plain_answer(server):
     assert sampled.choices[0].finish_reason in ("length", "stop") and sampled.usage.completion_tokens <= 5
 
 
-def post(url, path, data: bytes):
+def post(url, path, data: bytes, kind="application/json"):
+    request = urllib.request.Request(f"{url}{path}", data=data, method="POST", headers={"Content-Type": kind})
     try:
-        with urllib.request.urlopen(urllib.request.Request(f"{url}{path}", data=data, method="POST")) as r:
+        with urllib.request.urlopen(request) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -117,6 +119,8 @@ def test_bad_requests_get_4xx_errors_that_name_the_problem(server, tmp_path):
             api.completions.create(**request)
     status, answer = post(url, "/v1/completions", b"{not json")
     assert status == 400 and "the request body is not valid JSON" in answer["error"]["message"]
+    status, answer = post(url, "/v1/completions", b'{"model": "a", "prompt": "hi"}', kind="text/plain")
+    assert status == 400 and "sent with 'Content-Type: application/json'" in answer["error"]["message"]
     bert = build("bert")
     ff.save_adapter(ff.apply_fourierft(copy.deepcopy(bert), ff.FourierFTConfig(n=4)), tmp_path / "bert")
     for request, expected_status, message in [
@@ -150,3 +154,40 @@ def test_bad_server_options_stop_before_ray_starts(option, message, capsys):
     with pytest.raises(SystemExit):
         main(["--base", "unused", *option])
     assert message in capsys.readouterr().err
+
+
+def test_the_request_models_refuse_what_the_api_cannot_answer(server):
+    """FastAPI validates the request models: a field of the wrong type is a 400 naming it; logprobs, which the
+    answer would silently lack, is refused; /health answers; the OpenAPI page describes the routes."""
+    url, base, folders = server
+    api = client(url)
+    status, answer = post(url, "/v1/completions", json.dumps({"model": "a", "prompt": "hi", "temperature": "hot"})
+                          .encode())
+    assert status == 400 and "temperature" in answer["error"]["message"], answer
+    status, answer = post(url, "/v1/completions", json.dumps({"model": "a"}).encode())
+    assert status == 400 and "prompt" in answer["error"]["message"], answer
+    with pytest.raises(openai.BadRequestError, match="does not return log probabilities"):
+        api.completions.create(model="a", prompt="hi", max_tokens=2, logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="does not return log probabilities"):
+        api.chat.completions.create(model="a", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                                    logprobs=True)
+    assert json.loads(urllib.request.urlopen(f"{url}/health").read()) == {"status": "ok"}
+    spec = json.loads(urllib.request.urlopen(f"{url}/openapi.json").read())
+    assert {"/v1/completions", "/v1/chat/completions", "/health"} <= set(spec["paths"])
+    status, answer = post(url, "/v1/completions", json.dumps({"model": "a", "prompt": "x" * (1 << 21)}).encode())
+    assert status == 413 and "over this server's 1,048,576 bytes" in answer["error"]["message"]
+
+
+def test_runtime_loads_read_only_under_the_adapter_roots(server, tmp_path):
+    """A path outside --adapter-root, a link out of it, and `..` are refused before anything is read."""
+    import os
+
+    url, base, folders = server
+    outside = "/etc"
+    link = tmp_path / "link"
+    os.symlink(outside, link)
+    for path, status, message in [(outside, 403, "lies outside the folders this server may read adapters from"),
+                                  (str(link), 403, "lies outside"),
+                                  (f"{folders['e']}/../e", 400, "holds '..'")]:
+        got, answer = post(url, "/v1/load_lora_adapter", json.dumps({"lora_name": "z", "lora_path": path}).encode())
+        assert (got, message in answer["error"]["message"]) == (status, True), answer
