@@ -150,15 +150,15 @@ def read_result(cfg) -> dict:
     return json.loads(files[0].read_text())
 
 
-def tiny_llama_folder(folder: Path) -> Path:
-    """A tiny random LLaMA saved with the exact GPT-2 tokenizer (no network)."""
+def tiny_llama_folder(folder: Path, context: int = 64) -> Path:
+    """A tiny random LLaMA saved with the exact GPT-2 tokenizer (no network); `context`: its position table."""
     import shutil
 
     from experiments.shared.backbones import gpt2_tokenizer_folder
 
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                                  tie_word_embeddings=True)).save_pretrained(folder)
     for file in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         shutil.copy(f"{gpt2_tokenizer_folder()}/{file}", folder / file)

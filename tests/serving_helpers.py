@@ -39,10 +39,10 @@ def adapters(base_folder, folder):
     return made
 
 
-def start(tmp, *options, env=None):
-    """The server on a free port over a tiny LLaMA (with a chat template) and adapters a-d: (url, process, base,
-    adapter folders). `env`: more environment variables for it (FOURIERFT_API_KEY)."""
-    base = tiny_llama_folder(tmp / "tiny-llama")
+def start(tmp, *options, env=None, context=64):
+    """The server on a free port over a tiny LLaMA (with a chat template and a `context`-token position table) and
+    adapters a-d: (url, process, base, adapter folders). `env`: more environment variables for it."""
+    base = tiny_llama_folder(tmp / "tiny-llama", context)
     config = json.loads((base / "tokenizer_config.json").read_text())
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHAT_TEMPLATE}))
     folders = adapters(base, tmp)

@@ -1,7 +1,8 @@
 """What the server runs, without HTTP or Ray: one base causal LM and its FourierFT adapters (MixedAdapters), requests
 checked into `Job`s, a batch of jobs decoded together by transformers' generate (each row with its adapter), text
-streamed out step by step, and the adapters kept within a memory budget (least recently used evicted, reloaded from
-their folders on demand). fourierft.serving.server puts it behind an OpenAI-compatible API on Ray Serve."""
+streamed out step by step (decoded incrementally), a job whose client left stopped at the next step, and the
+adapters kept within a memory budget (least recently used evicted, never one a job needs, reloaded from their
+folders on demand). fourierft.serving.server puts it behind an OpenAI-compatible API on Ray Serve."""
 from __future__ import annotations
 
 import math
@@ -19,6 +20,12 @@ import torch
 from .mixed import BASE, MixedAdapters
 
 DONE = None  # a job's slot in the steps after the one it finished in
+
+
+@dataclass
+class Failed:
+    """A job's slot when that job alone cannot run (its adapter was unloaded while it waited): the others go on."""
+    error: Exception
 
 
 def imported(path: str):
@@ -52,6 +59,8 @@ class Job:
     stop: list[str] = field(default_factory=list)
     seed: Optional[int] = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    cancelled: bool = False  # its client left: the row stops at the next decode step
+    released: bool = False   # its pin on the adapter is dropped (Engine.release)
 
     def sampling(self) -> tuple:
         """Jobs with equal sampling settings decode in one generate call."""
@@ -60,17 +69,42 @@ class Job:
 
 @dataclass
 class Output:
-    """A job's result so far: its text, token count and why it stopped ("stop", "length"; None while running)."""
+    """A job's result so far: its text, token count and why it stopped ("stop", "length", "cancelled"; None while
+    running)."""
     text: str = ""
     tokens: int = 0
     finish_reason: Optional[str] = None
+
+
+class Text:
+    """A row's text as its tokens arrive, decoded incrementally: each step decodes a few tokens around the new one
+    (the window before it gives a word-leading space its context), not the whole text again. A piece ending in
+    half of a multi-byte character waits for the rest."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.text, self.prefix, self.read = tokenizer, "", 0, 0
+
+    def add(self, tokens: list[int]) -> str:
+        decode = self.tokenizer.decode
+        before = decode(tokens[self.prefix:self.read], skip_special_tokens=True)
+        after = decode(tokens[self.prefix:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self.prefix, self.read = self.read, len(tokens)
+        return self.text + ("\ufffd" if after.endswith("\ufffd") and len(tokens) > self.read else "")
+
+    def flush(self, tokens: list[int]) -> str:
+        return self.text + self.tokenizer.decode(tokens[self.read:], skip_special_tokens=True)
 
 
 class Engine:
     """A base causal LM folder (or hub id) and named adapter folders, served one batch at a time.
 
     memory_budget_mb: the adapters kept resident (their coefficient banks and heads, `resident_bytes`); beyond it the
-    least recently used ones not in the current batch are evicted, and reloaded from their folders when asked for.
+    least recently used ones that no queued or running job needs are evicted, and reloaded from their folders when
+    asked for. A job pins its adapter from `job` until `release`: an unload makes the adapter unknown to new requests
+    at once, fails the jobs still waiting for it (404), lets its running rows finish, and removes it when the last of
+    them ends; no other job is touched.
     """
 
     def __init__(self, base: str, adapters: Optional[dict] = None, memory_budget_mb: float = 1024.0,
@@ -94,7 +128,10 @@ class Engine:
         self.max_tokens_limit = max_tokens_limit
         self.batch_sizes: Counter = Counter()  # rows per generate call, for the record
         self.evictions = 0
-        self.lock = threading.Lock()  # the registry: loads, unloads, evictions
+        self.cancellations = 0
+        self.pinned: Counter = Counter()  # adapter -> jobs queued or running that need it
+        self.doomed: set = set()  # unloaded while pinned: removed when its last job ends
+        self.lock = threading.Lock()  # the registry: loads, unloads, evictions, pins
         for adapter, folder in (adapters or {}).items():
             self.load(adapter, folder)
 
@@ -113,6 +150,9 @@ class Engine:
         with self.lock:
             if name in self.folders:
                 raise RequestError(409, f"an adapter named {name!r} is loaded already; unload it first to replace it")
+            if name in self.doomed:
+                raise RequestError(409, f"adapter {name!r} was unloaded and still finishes its running requests; load "
+                                        "it again once they end")
             try:
                 self.serve.add(name, path)
             except (ValueError, TypeError, KeyError, FileNotFoundError) as e:
@@ -122,32 +162,58 @@ class Engine:
             self._evict(keep={name})
 
     def unload(self, name: str) -> None:
+        """Unknown to new requests at once; removed now, or when the last running job that needs it ends."""
         with self.lock:
             if name not in self.folders:
                 raise RequestError(404, f"no adapter named {name!r} is loaded (loaded: {list(self.folders)})")
-            if name in self.recent:
+            del self.folders[name]
+            if self.pinned[name]:
+                self.doomed.add(name)
+            elif name in self.recent:
                 self.serve.remove(name)
                 del self.recent[name]
-            del self.folders[name]
 
-    def _resident(self, names: set) -> None:
-        """Every adapter of a batch resident (reloaded from its folder if evicted), then the budget restored."""
+    def release(self, job: Job) -> None:
+        """The job is over (finished, failed or cancelled): its pin on the adapter goes; an adapter unloaded meanwhile
+        is removed once nothing needs it. Idempotent. May wait for a generate call in progress: call it off the event
+        loop."""
+        with self.lock:
+            if job.released or job.adapter == BASE:
+                job.released = True
+                return
+            job.released = True
+            self.pinned[job.adapter] -= 1
+            if self.pinned[job.adapter] > 0:
+                return
+            del self.pinned[job.adapter]
+            if job.adapter in self.doomed:
+                self.doomed.discard(job.adapter)
+                if job.adapter in self.recent:
+                    self.serve.remove(job.adapter)
+                    del self.recent[job.adapter]
+
+    def _resident(self, names: set) -> set:
+        """Every adapter of a batch that is still loaded made resident (reloaded from its folder if evicted), then the
+        budget restored; the names unloaded while their jobs waited are returned (those jobs fail alone)."""
+        gone = set()
         with self.lock:
             for name in names:
                 if name not in self.folders:
-                    raise RequestError(404, f"adapter {name!r} was unloaded while the request waited")
+                    gone.add(name)
+                    continue
                 if name not in self.recent:
                     self.serve.add(name, self.folders[name])
                 self.recent[name] = None
                 self.recent.move_to_end(name)
             self._evict(keep=names)
+        return gone
 
     def _evict(self, keep: set) -> None:
         self.serve.compact()  # the banks at their adapters' size, not the room an add grew them by
         for name in list(self.recent):
             if self.serve.resident_bytes() <= self.budget:
                 return
-            if name not in keep:
+            if name not in keep and not self.pinned[name] and name not in self.doomed:
                 self.serve.remove(name)
                 del self.recent[name]
                 self.evictions += 1
@@ -179,6 +245,11 @@ class Engine:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise RequestError(400, f"seed={seed!r}: give an integer")
         adapter = BASE if model == self.name else model
+        with self.lock:
+            if adapter != BASE and adapter not in self.folders:  # unloaded since the check above
+                raise RequestError(404, f"model {model!r} does not exist: it was unloaded")
+            if adapter != BASE:
+                self.pinned[adapter] += 1  # until release: no eviction, and an unload waits for its rows
         return Job(adapter, list(prompt_ids), max_tokens, float(temperature), float(top_p), stop, seed)
 
     def encode(self, prompt) -> list[int]:
@@ -205,22 +276,32 @@ class Engine:
     # ---------------------------------------------------------------- decoding
     def stream(self, jobs: list[Job]) -> Iterator[list]:
         """Decode `jobs` together: per step a list with, for each job, its new text while it runs, (new text, its
-        Output) in the step it finishes, and DONE after. Jobs with other sampling settings decode in their own
-        generate call, one group after the other (the others' slots hold "" meanwhile)."""
-        self._resident({j.adapter for j in jobs if j.adapter != BASE})
-        groups: dict[tuple, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(job.sampling(), []).append(i)
-        outputs = [Output() for _ in jobs]
-        finished = set()
-        for members in groups.values():
-            for step in self._decode([jobs[i] for i in members], [outputs[i] for i in members]):
-                row = [DONE if i in finished else "" for i in range(len(jobs))]
-                for i, slot in zip(members, step):
-                    row[i] = slot
-                    if isinstance(slot, tuple):
-                        finished.add(i)
-                yield row
+        Output) in the step it finishes, and DONE after; a job that cannot run alone (its adapter unloaded while it
+        waited) gets Failed in the first step. Jobs with other sampling settings decode in their own generate call,
+        one group after the other (the others' slots hold "" meanwhile). Every job is released at the end."""
+        try:
+            gone = self._resident({j.adapter for j in jobs if j.adapter != BASE})
+            failed = {i for i, job in enumerate(jobs) if job.adapter in gone}
+            if failed:
+                yield [Failed(RequestError(404, f"adapter {jobs[i].adapter!r} was unloaded while the request "
+                                                "waited")) if i in failed else "" for i in range(len(jobs))]
+            groups: dict[tuple, list[int]] = {}
+            for i, job in enumerate(jobs):
+                if i not in failed:
+                    groups.setdefault(job.sampling(), []).append(i)
+            outputs = [Output() for _ in jobs]
+            finished = set(failed)
+            for members in groups.values():
+                for step in self._decode([jobs[i] for i in members], [outputs[i] for i in members]):
+                    row = [DONE if i in finished else "" for i in range(len(jobs))]
+                    for i, slot in zip(members, step):
+                        row[i] = slot
+                        if isinstance(slot, tuple):
+                            finished.add(i)
+                    yield row
+        finally:
+            for job in jobs:
+                self.release(job)
 
     def complete(self, jobs: list[Job]) -> list[Output]:
         """Decode `jobs` together to the end: each one's Output."""
@@ -238,6 +319,7 @@ class Engine:
         tokenizer, eos = self.tokenizer, self.tokenizer.eos_token_id
         steps: queue.Queue = queue.Queue()
         generated: list[list[int]] = [[] for _ in jobs]
+        texts = [Text(tokenizer) for _ in jobs]
         sent = [""] * len(jobs)
         done = [False] * len(jobs)
 
@@ -253,9 +335,9 @@ class Engine:
             def end(self):
                 steps.put(None)
 
-        class Finished(StoppingCriteria):
+        class Finished(StoppingCriteria):  # a row stops once done or its client has left
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.tensor(done, device=input_ids.device)
+                return torch.tensor([d or job.cancelled for d, job in zip(done, jobs)], device=input_ids.device)
 
         batch = tokenizer.pad({"input_ids": [j.prompt_ids for j in jobs]}, return_tensors="pt")
         device = next(self.serve.model.parameters()).device
@@ -287,12 +369,17 @@ class Engine:
                 if done[i]:
                     deltas.append(DONE)
                     continue
+                if job.cancelled:
+                    done[i], out.finish_reason = True, "cancelled"
+                    self.cancellations += 1
+                    deltas.append(("", out))
+                    continue
                 out.tokens += 1
                 if token == eos:
                     done[i], out.finish_reason = True, "stop"
                 else:
                     generated[i].append(token)
-                text = tokenizer.decode(generated[i], skip_special_tokens=True)
+                text = texts[i].add(generated[i])
                 cut = min((text.find(s) for s in job.stop if s in text), default=-1)
                 if cut >= 0:
                     text, done[i], out.finish_reason = text[:cut], True, "stop"
@@ -308,8 +395,14 @@ class Engine:
         worker.join()
         if failure:
             raise failure[0]
-        last = [DONE if d else ("", out) for d, out in zip(done, outputs)]
-        for out in outputs:
-            out.finish_reason = out.finish_reason or "length"  # generate stopped without our criteria firing
+        last = []
+        for i, out in enumerate(outputs):  # generate stopped without our criteria firing: the rows still open end
+            out.finish_reason = out.finish_reason or "length"
+            if done[i]:
+                last.append(DONE)
+                continue
+            full = texts[i].flush(generated[i])  # with a character left half-decoded, if any
+            last.append((full[len(sent[i]):], out))
+            out.text = sent[i] = full
         if any(slot is not DONE for slot in last):
             yield last

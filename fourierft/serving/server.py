@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 
-from .engine import DONE, Engine, RequestError
+from .engine import DONE, Engine, Failed, RequestError
 
 DEFAULTS = {"max_batch_size": 16, "batch_wait_ms": 10.0, "memory_budget_mb": 1024.0, "dtype": "auto",
             "max_request_bytes": 1 << 20}
@@ -190,6 +190,7 @@ class Server:
     async def stats(self) -> dict:
         engine = self.engine
         return {"replica": os.getpid(), "batch_sizes": dict(engine.batch_sizes), "evictions": engine.evictions,
+                "cancellations": engine.cancellations, "pinned": dict(engine.pinned),
                 "resident": list(engine.recent), "resident_bytes": engine.serve.resident_bytes()}
 
     def runtime_loading(self) -> None:
@@ -238,15 +239,28 @@ class Server:
         if data.get("stream"):
             return StreamingResponse(self.events(job, head, kind, chat), media_type="text/event-stream")
         text, output = "", None
-        async for item in self.decode(job):
-            if isinstance(item, tuple):  # the job's last text and its Output
-                item, output = item
-            text += item
+        try:
+            async for item in self.decode(job):
+                if isinstance(item, Failed):
+                    raise item.error
+                if isinstance(item, tuple):  # the job's last text and its Output
+                    item, output = item
+                text += item
+        finally:
+            self.finished(job, output)
         choice = {"index": 0, "finish_reason": output.finish_reason, "logprobs": None}
         choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": output.tokens,
                  "total_tokens": len(prompt_ids) + output.tokens}
         return {**head, "object": kind, "choices": [choice], "usage": usage}
+
+    def finished(self, job, output) -> None:
+        """However a request ends: without its Output (its client left, or it failed) its row stops at the next
+        decode step; its pin on the adapter goes either way, in a worker thread (it may wait for a generate call) that
+        a cancelled request cannot interrupt."""
+        if output is None:
+            job.cancelled = True
+        asyncio.get_running_loop().run_in_executor(None, self.engine.release, job)
 
     async def events(self, job, head: dict, kind: str, chat: bool):
         def event(delta: dict, finish=None) -> str:
@@ -255,18 +269,25 @@ class Server:
             chunk = {**head, "object": kind + (".chunk" if chat else ""), "choices": [choice]}
             return f"data: {json.dumps(chunk)}\n\n"
 
-        if chat:
-            yield event({"role": "assistant", "content": ""})
+        output = None
         try:
-            async for item in self.decode(job):
-                last, finish = item if isinstance(item, tuple) else (item, None)
-                if last:
-                    yield event({"content": last})
-                if finish is not None:
-                    yield event({}, finish.finish_reason)
-        except Exception as e:  # the status line is sent: the error goes in the stream, as OpenAI's does
-            yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}'}})}\n\n"
-        yield "data: [DONE]\n\n"
+            if chat:
+                yield event({"role": "assistant", "content": ""})
+            try:
+                async for item in self.decode(job):
+                    if isinstance(item, Failed):
+                        raise item.error
+                    last, finish = item if isinstance(item, tuple) else (item, None)
+                    if last:
+                        yield event({"content": last})
+                    if finish is not None:
+                        output = finish
+                        yield event({}, finish.finish_reason)
+            except Exception as e:  # the status line is sent: the error goes in the stream, as OpenAI's does
+                yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}'}})}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # also when the client closed the stream (the generator is closed or cancelled mid-way)
+            self.finished(job, output)
 
 
 def build_app(settings: dict):

@@ -24,7 +24,7 @@ from serving_helpers import NAMES, PROMPTS, alone, client, start, stop  # noqa: 
 def server(tmp_path_factory):
     url, proc, base, folders = start(tmp_path_factory.mktemp("server"), "--max-batch-size", "16",
                                      "--batch-wait-ms", "100", "--allow-runtime-loading", "--adapter-root",
-                                     str(tmp_path_factory.getbasetemp()))
+                                     str(tmp_path_factory.getbasetemp()), context=1024)
     yield url, base, folders
     stop(proc)
 
@@ -108,7 +108,7 @@ def test_bad_requests_get_4xx_errors_that_name_the_problem(server, tmp_path):
          dict(model="gpt-5", prompt="hi")),
         (openai.BadRequestError, "the prompt is empty", dict(model="a", prompt="")),
         (openai.BadRequestError, "max_tokens=0: give an integer >= 1", dict(model="a", prompt="hi", max_tokens=0)),
-        (openai.BadRequestError, r"max_tokens=100000 does not fit: the prompt has 1 tokens of the model's 64",
+        (openai.BadRequestError, r"max_tokens=100000 does not fit: the prompt has 1 tokens of the model's 1024",
          dict(model="a", prompt="hi", max_tokens=100000)),
         (openai.BadRequestError, "temperature=5: give a number with 0 <= temperature <= 2",
          dict(model="a", prompt="hi", temperature=5)),
@@ -191,3 +191,57 @@ def test_runtime_loads_read_only_under_the_adapter_roots(server, tmp_path):
                                   (f"{folders['e']}/../e", 400, "holds '..'")]:
         got, answer = post(url, "/v1/load_lora_adapter", json.dumps({"lora_name": "z", "lora_path": path}).encode())
         assert (got, message in answer["error"]["message"]) == (status, True), answer
+
+
+def test_a_client_that_leaves_frees_its_row_and_delays_nobody(server):
+    """A stream closed after two chunks stops decoding (the engine counts it cancelled) and the next request does
+    not wait for the abandoned one's 1,000 tokens: it answers in well under the time those take."""
+    import time
+
+    url, base, folders = server
+    api = client(url)
+    started = time.perf_counter()
+    whole = api.completions.create(model="a", prompt="hello", max_tokens=1000, temperature=0)
+    long = time.perf_counter() - started
+    assert whole.usage.completion_tokens == 1000
+    before = json.loads(urllib.request.urlopen(f"{url}/stats").read())["cancellations"]
+    stream = api.completions.create(model="b", prompt="hello", max_tokens=1000, temperature=0, stream=True)
+    for i, _ in enumerate(stream):
+        if i == 1:
+            break
+    stream.close()
+    started = time.perf_counter()
+    short = api.completions.create(model="c", prompt="hello", max_tokens=8, temperature=0)
+    waited = time.perf_counter() - started
+    assert short.usage.completion_tokens == 8 and waited < long / 2, (waited, long)
+    stats = json.loads(urllib.request.urlopen(f"{url}/stats").read())
+    assert stats["cancellations"] == before + 1 and stats["pinned"] == {}
+
+
+def test_an_unload_during_a_full_batch_fails_no_other_adapters_request(server):
+    """16 requests in flight, 4 for a runtime-loaded adapter: unloading it mid-batch lets its running rows finish
+    (or answers 404 for one still waiting) and every other request answers in full."""
+    import time
+
+    url, base, folders = server
+    assert post(url, "/v1/load_lora_adapter", json.dumps({"lora_name": "e", "lora_path": str(folders["e"])}).encode()
+                )[0] == 200
+    models = ["e", "a", "b", "c"] * 4
+
+    def ask(model):
+        try:
+            answer = client(url).completions.create(model=model, prompt="one two", max_tokens=300, temperature=0)
+            return model, 200, answer.usage.completion_tokens
+        except openai.APIStatusError as e:
+            return model, e.status_code, 0
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(ask, m) for m in models]
+        time.sleep(0.5)  # the batch is running
+        assert post(url, "/v1/unload_lora_adapter", json.dumps({"lora_name": "e"}).encode())[0] == 200
+        results = [f.result() for f in futures]
+    assert all(status == 200 and tokens == 300 for model, status, tokens in results if model != "e"), results
+    assert all(status in (200, 404) for model, status, _ in results if model == "e"), results
+    assert "e" not in [m.id for m in client(url).models.list().data]
+    stats = json.loads(urllib.request.urlopen(f"{url}/stats").read())
+    assert stats["pinned"] == {} and "e" not in stats["resident"]
