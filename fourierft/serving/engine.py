@@ -8,24 +8,16 @@ from __future__ import annotations
 import math
 import queue
 import threading
-import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .jobs import DONE, Failed, Job, Output, RequestError, Text
 from .mixed import BASE, MixedAdapters
-
-DONE = None  # a job's slot in the steps after the one it finished in
-
-
-@dataclass
-class Failed:
-    """A job's slot when that job alone cannot run (its adapter was unloaded while it waited): the others go on."""
-    error: Exception
+from .scheduler import Scheduler
 
 
 def imported(path: str):
@@ -40,63 +32,6 @@ def imported(path: str):
         raise ValueError(f"backend {path!r}: not 'fourierft' nor an importable module:Class ({e})") from None
 
 
-class RequestError(ValueError):
-    """A request the server refuses: `status` is its HTTP status (400 bad request, 404 unknown, 409 conflict)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Job:
-    """One request, checked: the adapter (or BASE), the prompt's token ids, and how to decode."""
-    adapter: str
-    prompt_ids: list[int]
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: Optional[int] = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
-    cancelled: bool = False  # its client left: the row stops at the next decode step
-    released: bool = False   # its pin on the adapter is dropped (Engine.release)
-
-    def sampling(self) -> tuple:
-        """Jobs with equal sampling settings decode in one generate call."""
-        return (self.temperature == 0, self.temperature, self.top_p, self.seed)
-
-
-@dataclass
-class Output:
-    """A job's result so far: its text, token count and why it stopped ("stop", "length", "cancelled"; None while
-    running)."""
-    text: str = ""
-    tokens: int = 0
-    finish_reason: Optional[str] = None
-
-
-class Text:
-    """A row's text as its tokens arrive, decoded incrementally: each step decodes a few tokens around the new one
-    (the window before it gives a word-leading space its context), not the whole text again. A piece ending in
-    half of a multi-byte character waits for the rest."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer, self.text, self.prefix, self.read = tokenizer, "", 0, 0
-
-    def add(self, tokens: list[int]) -> str:
-        decode = self.tokenizer.decode
-        before = decode(tokens[self.prefix:self.read], skip_special_tokens=True)
-        after = decode(tokens[self.prefix:], skip_special_tokens=True)
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before):]
-            self.prefix, self.read = self.read, len(tokens)
-        return self.text + ("\ufffd" if after.endswith("\ufffd") and len(tokens) > self.read else "")
-
-    def flush(self, tokens: list[int]) -> str:
-        return self.text + self.tokenizer.decode(tokens[self.read:], skip_special_tokens=True)
-
-
 class Engine:
     """A base causal LM folder (or hub id) and named adapter folders, served one batch at a time.
 
@@ -109,7 +44,7 @@ class Engine:
 
     def __init__(self, base: str, adapters: Optional[dict] = None, memory_budget_mb: float = 1024.0,
                  dtype: str = "auto", name: Optional[str] = None, max_tokens_limit: int = 4096,
-                 backend: str = "fourierft"):
+                 backend: str = "fourierft", max_rows: int = 64):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(base)
@@ -121,6 +56,13 @@ class Engine:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).eval()
         self.name = name or Path(str(base).rstrip("/")).name
         self.serve = MixedAdapters(model) if backend == "fourierft" else imported(backend)(model)
+        # MixedAdapters decodes step by step under the continuous-batching scheduler (submit); a comparison backend
+        # has generate only, and serves batches formed by the server (stream)
+        self.continuous = backend == "fourierft"
+        self.max_rows = max_rows
+        self.scheduler = None  # started by the first submit
+        self.device = next(model.parameters()).device
+        self.eos = self.tokenizer.eos_token_id
         self.folders: dict[str, Path] = {}  # every adapter the server knows, resident or not
         self.recent: OrderedDict[str, None] = OrderedDict()  # the resident ones, least recently used first
         self.budget = memory_budget_mb * 2**20
@@ -274,6 +216,20 @@ class Engine:
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
     # ---------------------------------------------------------------- decoding
+    def new_cache(self, layers=None):
+        """A KV cache for the served model, empty or holding (keys, values) per layer."""
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=layers, config=self.serve.model.config)
+
+    def submit(self, job: Job, sink) -> None:
+        """Continuous batching: the job joins the running batch at the next decode step; `sink` receives, from the
+        decode thread, its new text per step, (last text, Output) at its end, or Failed (scheduler.py)."""
+        with self.lock:
+            if self.scheduler is None:
+                self.scheduler = Scheduler(self, self.max_rows)
+        self.scheduler.submit(job, sink)
+
     def stream(self, jobs: list[Job]) -> Iterator[list]:
         """Decode `jobs` together: per step a list with, for each job, its new text while it runs, (new text, its
         Output) in the step it finishes, and DONE after; a job that cannot run alone (its adapter unloaded while it

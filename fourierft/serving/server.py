@@ -43,7 +43,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 
-from .engine import DONE, Engine, Failed, RequestError
+from .engine import Engine
+from .jobs import DONE, Failed, RequestError
 
 DEFAULTS = {"max_batch_size": 16, "batch_wait_ms": 10.0, "memory_budget_mb": 1024.0, "dtype": "auto",
             "max_request_bytes": 1 << 20}
@@ -164,13 +165,29 @@ class Server:
         self.loading = bool(settings.get("allow_runtime_loading"))
         self.roots = [str(Path(r).expanduser().resolve()) for r in settings.get("adapter_roots") or []]
         self.engine = Engine(settings["base"], settings.get("adapters") or {}, settings["memory_budget_mb"],
-                             settings["dtype"], settings.get("name"), backend=settings.get("backend", "fourierft"))
+                             settings["dtype"], settings.get("name"), backend=settings.get("backend", "fourierft"),
+                             max_rows=settings["max_batch_size"])
         self.decode.set_max_batch_size(settings["max_batch_size"])
         self.decode.set_batch_wait_timeout_s(settings["batch_wait_ms"] / 1000)
 
+    async def flow(self, job):
+        """The job's items from the engine's continuous batch: it joins the running rows at the next decode step."""
+        if not self.engine.continuous:  # a comparison backend: batches of the requests that arrived together
+            async for item in self.decode(job):
+                yield item
+            return
+        loop, items = asyncio.get_running_loop(), asyncio.Queue()
+        self.engine.submit(job, lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
+        while True:
+            item = await items.get()
+            yield item
+            if isinstance(item, (tuple, Failed)):
+                return
+
     @serve.batch(max_batch_size=DEFAULTS["max_batch_size"], batch_wait_timeout_s=DEFAULTS["batch_wait_ms"] / 1000)
     async def decode(self, jobs: list):
-        """One mixed generate call for the requests that arrived together; per step each one's new text."""
+        """One mixed generate call for the requests that arrived together (comparison backends); per step each one's
+        new text."""
         steps = self.engine.stream(jobs)
         while (step := await asyncio.to_thread(next, steps, None)) is not None:
             yield [StopIteration if slot is DONE else slot for slot in step]
@@ -189,7 +206,8 @@ class Server:
     @app.get("/stats")
     async def stats(self) -> dict:
         engine = self.engine
-        return {"replica": os.getpid(), "batch_sizes": dict(engine.batch_sizes), "evictions": engine.evictions,
+        sizes = engine.scheduler.steps if engine.scheduler is not None else engine.batch_sizes
+        return {"replica": os.getpid(), "batch_sizes": dict(sizes), "evictions": engine.evictions,
                 "cancellations": engine.cancellations, "pinned": dict(engine.pinned),
                 "resident": list(engine.recent), "resident_bytes": engine.serve.resident_bytes()}
 
@@ -240,7 +258,7 @@ class Server:
             return StreamingResponse(self.events(job, head, kind, chat), media_type="text/event-stream")
         text, output = "", None
         try:
-            async for item in self.decode(job):
+            async for item in self.flow(job):
                 if isinstance(item, Failed):
                     raise item.error
                 if isinstance(item, tuple):  # the job's last text and its Output
@@ -274,7 +292,7 @@ class Server:
             if chat:
                 yield event({"role": "assistant", "content": ""})
             try:
-                async for item in self.decode(job):
+                async for item in self.flow(job):
                     if isinstance(item, Failed):
                         raise item.error
                     last, finish = item if isinstance(item, tuple) else (item, None)

@@ -1,0 +1,212 @@
+"""Continuous batching over MixedAdapters: one decode loop in its own thread, where requests join the running batch
+at the next step and leave it when they finish, each row with its own adapter, sampling settings (a per-request
+generator), stop strings and length.
+
+Per step the rows that run decode one token together through transformers' KV cache (`DynamicCache`), each row
+left-padded to the batch's length and positioned by its own tokens, as generate pads a batch. Newcomers are
+prefilled together, then joined to the running rows' cache (the shorter side padded on the left); rows that finish
+or whose client left are dropped from it. The engine (engine.py) checks requests into jobs and owns the adapters;
+this module only schedules and decodes."""
+from __future__ import annotations
+
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .jobs import Failed, Output, RequestError, Text
+from .mixed import BASE
+
+Sink = Callable[[object], None]  # receives a job's items: new text, (last text, Output) at its end, or Failed
+
+
+@dataclass
+class Row:
+    """One running request: its job, where its items go, its tokens so far and its text."""
+    job: object
+    sink: Sink
+    output: object
+    text: object
+    generator: torch.Generator
+    tokens: list[int] = field(default_factory=list)
+    sent: str = ""
+
+
+class Scheduler:
+    """The decode loop. `submit(job, sink)` queues a job; the loop takes every waiting job at the start of a step
+    (up to `max_rows` running), decodes, and calls each job's sink from its thread with its new text."""
+
+    def __init__(self, engine, max_rows: int = 64):
+        self.engine, self.max_rows = engine, max_rows
+        self.waiting: queue.Queue = queue.Queue()
+        self.rows: list[Row] = []
+        self.cache = None  # the running rows' DynamicCache
+        self.mask = None  # (rows, length): 1 for a real token, 0 for left padding
+        self.steps: Counter = Counter()  # rows per decode step, for the record
+        self.thread = threading.Thread(target=self.loop, name="fourierft-decode", daemon=True)
+        self.thread.start()
+
+    def submit(self, job, sink: Sink) -> None:
+        self.waiting.put((job, sink))
+
+    # ---------------------------------------------------------------- the loop
+    def loop(self) -> None:
+        while True:
+            new = [self.waiting.get()] if not self.rows else []  # idle: wait for work
+            while len(self.rows) + len(new) < self.max_rows:
+                try:
+                    new.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if new:
+                    self.admit(new)
+                if self.rows:
+                    self.step()
+            except Exception as e:  # a failure of the model itself: every running row ends with it
+                for row in self.rows:
+                    row.sink(Failed(e))
+                    self.engine.release(row.job)
+                self.rows, self.cache, self.mask = [], None, None
+
+    def admit(self, new: list) -> None:
+        """Prefill the newcomers together, emit their first tokens, and join them to the running rows."""
+        engine = self.engine
+        gone = engine._resident({job.adapter for job, _ in new if job.adapter != BASE and not job.cancelled})
+        rows = []
+        for job, sink in new:
+            if job.cancelled or job.adapter in gone:
+                if job.adapter in gone:
+                    sink(Failed(RequestError(404, f"adapter {job.adapter!r} was unloaded while the request waited")))
+                else:
+                    engine.cancellations += 1
+                    sink(("", Output(finish_reason="cancelled")))
+                engine.release(job)
+                continue
+            generator = torch.Generator()
+            generator.manual_seed(job.seed if job.seed is not None else int(torch.randint(2**62, ()).item()))
+            rows.append(Row(job, sink, Output(), Text(engine.tokenizer), generator))
+        if not rows:
+            return
+        device = engine.device
+        width = max(len(r.job.prompt_ids) for r in rows)
+        ids = torch.full((len(rows), width), engine.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r.job.prompt_ids)
+            ids[i, width - n:] = torch.tensor(r.job.prompt_ids)
+            mask[i, width - n:] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = engine.new_cache()
+        out = engine.serve(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                           past_key_values=cache, use_cache=True, adapter_names=[r.job.adapter for r in rows])
+        self.steps[len(rows)] += 1
+        tokens = self.sample(out.logits[:, -1], rows)
+        self.join(rows, out.past_key_values, mask)
+        self.emit(rows, tokens)
+
+    def step(self) -> None:
+        """One token for every running row."""
+        engine = self.engine
+        device = engine.device
+        last = torch.tensor([[r.tokens[-1] if r.tokens else engine.eos] for r in self.rows])
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long)], 1)
+        positions = (self.mask.sum(-1, keepdim=True) - 1)
+        out = engine.serve(input_ids=last.to(device), attention_mask=self.mask.to(device),
+                           position_ids=positions.to(device), past_key_values=self.cache, use_cache=True,
+                           adapter_names=[r.job.adapter for r in self.rows])
+        self.cache = out.past_key_values
+        self.steps[len(self.rows)] += 1
+        self.emit(list(self.rows), self.sample(out.logits[:, -1], self.rows))
+
+    # ---------------------------------------------------------------- rows
+    def sample(self, logits: torch.Tensor, rows: list[Row]) -> list[int]:
+        """Each row's next token: greedy where temperature is 0, else top-p sampling with the row's generator."""
+        logits = logits.float().cpu()
+        tokens = logits.argmax(-1).tolist()
+        for i, r in enumerate(rows):
+            if r.job.temperature == 0:
+                continue
+            probs = F.softmax(logits[i] / r.job.temperature, -1)
+            if r.job.top_p < 1:
+                ordered, order = probs.sort(descending=True)
+                keep = ordered.cumsum(0) - ordered < r.job.top_p  # the smallest set whose mass reaches top_p
+                probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+            tokens[i] = int(torch.multinomial(probs, 1, generator=r.generator).item())
+        return tokens
+
+    def emit(self, rows: list[Row], tokens: list[int]) -> None:
+        """Hand each row its new text (or its end), then drop the rows that ended or whose client left."""
+        engine = self.engine
+        ended = set()
+        for r, token in zip(rows, tokens):
+            job, out = r.job, r.output
+            if job.cancelled:
+                out.finish_reason = "cancelled"
+                engine.cancellations += 1
+                r.sink(("", out))
+                ended.add(id(r))
+                continue
+            out.tokens += 1
+            done = False
+            if token == engine.eos:
+                done, out.finish_reason = True, "stop"
+            else:
+                r.tokens.append(token)
+            text = r.text.add(r.tokens)
+            cut = min((text.find(s) for s in job.stop if s in text), default=-1)
+            if cut >= 0:
+                text, done, out.finish_reason = text[:cut], True, "stop"
+            elif not done and out.tokens >= job.max_tokens:
+                done, out.finish_reason = True, "length"
+            if done and text.endswith("\ufffd"):
+                text = r.text.flush(r.tokens)
+            if not done and text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            delta = text[len(r.sent):]
+            out.text = r.sent = text
+            r.sink((delta, out) if done else delta)
+            if done:
+                ended.add(id(r))
+        if ended:
+            for r in rows:
+                if id(r) in ended:
+                    engine.release(r.job)
+            self.drop([i for i, r in enumerate(self.rows) if id(r) not in ended])
+
+    def join(self, rows: list[Row], cache, mask: torch.Tensor) -> None:
+        """The newcomers' cache and mask joined to the running rows' (the shorter side padded on the left)."""
+        if not self.rows:
+            self.rows, self.cache, self.mask = rows, cache, mask
+            return
+        old, new = self.mask.shape[1], mask.shape[1]
+        width = max(old, new)
+
+        def padded(t: torch.Tensor, have: int) -> torch.Tensor:  # (rows, heads, time, dim) or (rows, time)
+            return F.pad(t, (0, 0, width - have, 0) if t.dim() == 4 else (width - have, 0))
+
+        layers = [(torch.cat([padded(a.keys, old), padded(b.keys, new)]),
+                   torch.cat([padded(a.values, old), padded(b.values, new)]))
+                  for a, b in zip(self.cache.layers, cache.layers)]
+        self.cache = self.engine.new_cache(layers)
+        self.mask = torch.cat([padded(self.mask, old), padded(mask, new)])
+        self.rows = self.rows + rows
+
+    def drop(self, keep: list[int]) -> None:
+        """Keep rows `keep` only; then trim the left columns that every remaining row pads."""
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        self.rows = [self.rows[i] for i in keep]
+        index = torch.tensor(keep)
+        self.mask = self.mask[index]
+        start = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading all-padding columns
+        layers = [(layer.keys[index.to(layer.keys.device), :, start:], layer.values[index.to(layer.values.device),
+                                                                                    :, start:])
+                  for layer in self.cache.layers]
+        self.cache = self.engine.new_cache(layers)
+        self.mask = self.mask[:, start:]
