@@ -120,6 +120,7 @@ class Sampling(BaseModel):
     stop: Union[str, list[str], None] = None
     seed: Optional[int] = None
     stream: bool = False
+    stream_options: Optional[dict] = None  # {"include_usage": true}: a last chunk with the token counts
     n: int = 1
 
 
@@ -255,7 +256,8 @@ class Server:
         kind = "chat.completion" if chat else "text_completion"
         head = {"id": ("chatcmpl-" if chat else "cmpl-") + job.id, "created": int(time.time()), "model": data["model"]}
         if data.get("stream"):
-            return StreamingResponse(self.events(job, head, kind, chat), media_type="text/event-stream")
+            usage = bool((data.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self.events(job, head, kind, chat, usage), media_type="text/event-stream")
         text, output = "", None
         try:
             async for item in self.flow(job):
@@ -280,7 +282,7 @@ class Server:
             job.cancelled = True
         asyncio.get_running_loop().run_in_executor(None, self.engine.release, job)
 
-    async def events(self, job, head: dict, kind: str, chat: bool):
+    async def events(self, job, head: dict, kind: str, chat: bool, usage: bool = False):
         def event(delta: dict, finish=None) -> str:
             choice = {"index": 0, "finish_reason": finish, "logprobs": None}
             choice.update({"delta": delta} if chat else {"text": delta.get("content", "")})
@@ -301,6 +303,11 @@ class Server:
                     if finish is not None:
                         output = finish
                         yield event({}, finish.finish_reason)
+                if usage and output is not None:  # as OpenAI's stream_options.include_usage: no choices, the counts
+                    counts = {"prompt_tokens": len(job.prompt_ids), "completion_tokens": output.tokens,
+                              "total_tokens": len(job.prompt_ids) + output.tokens}
+                    chunk = {**head, "object": kind + (".chunk" if chat else ""), "choices": [], "usage": counts}
+                    yield f"data: {json.dumps(chunk)}\n\n"
             except Exception as e:  # the status line is sent: the error goes in the stream, as OpenAI's does
                 yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}'}})}\n\n"
             yield "data: [DONE]\n\n"

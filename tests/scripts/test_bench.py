@@ -47,23 +47,31 @@ def test_bench_serve_pools_rounds_and_counts_n_by_layers_floats_per_resident_ada
 
 
 @pytest.mark.slow
-def test_bench_serve_http_writes_a_row_per_backend_and_k(tmp_path):
-    """The HTTP benchmark's bookkeeping on a tiny LLaMA (the real run's SmolLM2 only makes it slower)."""
+def test_bench_serve_http_writes_a_row_per_backend_k_and_concurrency(tmp_path):
+    """The HTTP benchmark's bookkeeping on a tiny LLaMA (the real run's SmolLM2 only makes it slower): a row per
+    backend, K and concurrency with tokens, latency and time to first token, the in-process ceiling, and the short
+    request behind long ones."""
     import os
 
     from helpers import tiny_llama_folder
 
     pytest.importorskip("ray.serve")
-    base = tiny_llama_folder(tmp_path / "base")
+    base = tiny_llama_folder(tmp_path / "base", context=256)
     proc = subprocess.run([sys.executable, "-m", "scripts.bench_serve_http", "--ks", "2", "--backends", "fourierft",
-                           "peft-lora", "--requests", "4", "--concurrency", "2", "--max-tokens", "3", "--base",
-                           str(base), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                           "peft-lora", "--concurrency", "1", "3", "--rounds", "2", "--max-tokens", "4", "--short",
+                           "--ceiling", "4", "--base", str(base), "--out", str(tmp_path / "out")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     [result] = list((tmp_path / "out").glob("serve-http-*.json"))
     rows = json.loads(result.read_text())["rows"]
-    assert [(r["backend"], r["adapters"]) for r in rows] == [("fourierft", 2), ("peft-lora", 2)]
-    for row in rows:
-        assert row["requests_per_s"] > 0 and row["p99_s"] >= row["p50_s"] > 0 and row["resident_bytes"] > 0
-        assert sum(int(size) * count for size, count in row["batch_sizes"].items()) >= 4  # warm-up and timed
-    assert "| 2 | fourierft |" in (tmp_path / "out" / result.name.replace(".json", ".md")).read_text()
+    loads = [r for r in rows if r["kind"] == "load"]
+    assert [(r["backend"], r["adapters"], r["concurrency"]) for r in loads] == [
+        ("fourierft", 2, 1), ("fourierft", 2, 3), ("peft-lora", 2, 1), ("peft-lora", 2, 3)]
+    for row in loads:
+        assert row["tokens_per_s"] > 0 and row["p99_s"] >= row["p50_s"] >= row["ttft_p50_s"] > 0
+        assert row["requests"] == max(4, 2 * row["concurrency"]) and row["rows_per_step"]
+    [ceiling] = [r for r in rows if r["kind"] == "ceiling"]
+    assert ceiling["rows"] == 4 and ceiling["tokens_per_s"] > 0
+    assert {r["backend"] for r in rows if r["kind"] == "short"} == {"fourierft", "peft-lora"}
+    md = (tmp_path / "out" / result.name.replace(".json", ".md")).read_text()
+    assert "| fourierft | 2 | 3 |" in md and "Ceiling, K=2: 4 rows" in md and "Short behind long" in md

@@ -61,8 +61,10 @@ def test_streaming_and_chat_equal_the_plain_answer(server):
     url, base, folders = server
     api = client(url)
     plain = api.completions.create(model="b", prompt="hello world", max_tokens=6, temperature=0).choices[0].text
-    chunks = api.completions.create(model="b", prompt="hello world", max_tokens=6, temperature=0, stream=True)
-    assert "".join(c.choices[0].text for c in chunks) == plain
+    chunks = list(api.completions.create(model="b", prompt="hello world", max_tokens=6, temperature=0, stream=True,
+                                         stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == plain
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
     messages = [{"role": "user", "content": "say something"}]
     chat = api.chat.completions.create(model="c", messages=messages, max_tokens=5, temperature=0)
     ids = AutoTokenizer.from_pretrained(base).apply_chat_template(messages, add_generation_prompt=True,
