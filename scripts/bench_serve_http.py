@@ -168,12 +168,15 @@ class Server:
         return json.loads(urllib.request.urlopen(f"{self.url}/stats").read())
 
 
-def ask(url: str, model: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
-    """One streamed greedy completion: (seconds to its first text, seconds in all, tokens generated)."""
+def ask(url: str, model: str, prompt: str, max_tokens: int, stream: bool = True) -> tuple:
+    """One greedy completion: (seconds to its first text, or None unstreamed; seconds in all; tokens generated)."""
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=1800)
     started, first, tokens = time.perf_counter(), None, 0
+    if not stream:
+        answer = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
+        return None, time.perf_counter() - started, answer.usage.completion_tokens
     for chunk in client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0,
                                            stream=True, stream_options={"include_usage": True}):
         if first is None and chunk.choices and chunk.choices[0].text:
@@ -184,10 +187,13 @@ def ask(url: str, model: str, prompt: str, max_tokens: int) -> tuple[float, floa
     return (done if first is None else first), done, tokens
 
 
+STREAMED = 4  # every 4th request streams, for its time to first token; the others are plain (less client work)
+
+
 def load(server: Server, names: list, concurrency: int, requests: int, max_tokens: int) -> dict:
     """`requests` completions at `concurrency`, spread over the adapters (after one warm-up round)."""
     def one(i):
-        return ask(server.url, names[i % len(names)], PROMPTS[i % len(PROMPTS)], max_tokens)
+        return ask(server.url, names[i % len(names)], PROMPTS[i % len(PROMPTS)], max_tokens, i % STREAMED == 0)
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(min(concurrency, 4))))  # warm-up
@@ -196,7 +202,7 @@ def load(server: Server, names: list, concurrency: int, requests: int, max_token
         done = list(pool.map(one, range(requests)))
         wall = time.perf_counter() - started
     steps = Counter(server.stats()["batch_sizes"]) - before
-    latencies, firsts = sorted(t for _, t, _ in done), sorted(f for f, _, _ in done)
+    latencies, firsts = sorted(t for _, t, _ in done), sorted(f for f, _, _ in done if f is not None)
 
     def p(values, q):
         return values[min(len(values) - 1, int(q * len(values)))]
@@ -240,8 +246,9 @@ def in_process(base: Path, folders: dict, rows: int, max_tokens: int) -> dict:
 
 def markdown(rows: list, meta: dict) -> str:
     lines = [f"# Serving over HTTP: {meta['device']}", "",
-             f"{meta['model']}: greedy completions of up to {meta['max_tokens']} tokens, streamed, spread over the K "
-             f"adapters, after a warm-up round; commit {meta['git_commit']}; CPU {meta['cpu']}. "
+             f"{meta['model']}: greedy completions of up to {meta['max_tokens']} tokens spread over the K adapters "
+             f"(one in {STREAMED} streamed: the time to first token is theirs), after a warm-up round; "
+             f"commit {meta['git_commit']}; CPU {meta['cpu']}. "
              "`python -m scripts.bench_serve_http`. The ceiling is the same rows as one in-process "
              "MixedAdapters.generate call.", "",
              "| backend | K | concurrency | requests | tokens/s | requests/s | p50 s | p99 s | TTFT p50 s | "

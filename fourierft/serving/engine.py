@@ -44,7 +44,7 @@ class Engine:
 
     def __init__(self, base: str, adapters: Optional[dict] = None, memory_budget_mb: float = 1024.0,
                  dtype: str = "auto", name: Optional[str] = None, max_tokens_limit: int = 4096,
-                 backend: str = "fourierft", max_rows: int = 64):
+                 backend: str = "fourierft", max_rows: int = 64, gather_ms: float = 10.0):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(base)
@@ -59,7 +59,7 @@ class Engine:
         # MixedAdapters decodes step by step under the continuous-batching scheduler (submit); a comparison backend
         # has generate only, and serves batches formed by the server (stream)
         self.continuous = backend == "fourierft"
-        self.max_rows = max_rows
+        self.max_rows, self.gather_s = max_rows, gather_ms / 1000
         self.scheduler = None  # started by the first submit
         self.device = next(model.parameters()).device
         self.eos = self.tokenizer.eos_token_id
@@ -227,7 +227,7 @@ class Engine:
         decode thread, its new text per step, (last text, Output) at its end, or Failed (scheduler.py)."""
         with self.lock:
             if self.scheduler is None:
-                self.scheduler = Scheduler(self, self.max_rows)
+                self.scheduler = Scheduler(self, self.max_rows, self.gather_s)
         self.scheduler.submit(job, sink)
 
     def stream(self, jobs: list[Job]) -> Iterator[list]:

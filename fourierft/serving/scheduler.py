@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,18 +35,21 @@ class Row:
     generator: torch.Generator
     tokens: list[int] = field(default_factory=list)
     sent: str = ""
+    ended: bool = False  # its request is over: its slot is dropped at the next copy of the cache
 
 
 class Scheduler:
     """The decode loop. `submit(job, sink)` queues a job; the loop takes every waiting job at the start of a step
-    (up to `max_rows` running), decodes, and calls each job's sink from its thread with its new text."""
+    (up to `max_rows` running), decodes, and calls each job's sink from its thread with its new text. Idle, it waits
+    `gather_s` after the first arrival, so that requests sent together are prefilled together."""
 
-    def __init__(self, engine, max_rows: int = 64):
-        self.engine, self.max_rows = engine, max_rows
+    def __init__(self, engine, max_rows: int = 64, gather_s: float = 0.01):
+        self.engine, self.max_rows, self.gather_s = engine, max_rows, gather_s
         self.waiting: queue.Queue = queue.Queue()
         self.rows: list[Row] = []
         self.cache = None  # the running rows' DynamicCache
         self.mask = None  # (rows, length): 1 for a real token, 0 for left padding
+        self.kept = None  # (row index, first column) a drop selected, applied at the cache's next copy
         self.steps: Counter = Counter()  # rows per decode step, for the record
         self.thread = threading.Thread(target=self.loop, name="fourierft-decode", daemon=True)
         self.thread.start()
@@ -56,7 +60,10 @@ class Scheduler:
     # ---------------------------------------------------------------- the loop
     def loop(self) -> None:
         while True:
-            new = [self.waiting.get()] if not self.rows else []  # idle: wait for work
+            new = []
+            if not self.rows:  # idle: wait for work, then a moment for the requests arriving with it
+                new.append(self.waiting.get())
+                time.sleep(self.gather_s)
             while len(self.rows) + len(new) < self.max_rows:
                 try:
                     new.append(self.waiting.get_nowait())
@@ -71,7 +78,7 @@ class Scheduler:
                 for row in self.rows:
                     row.sink(Failed(e))
                     self.engine.release(row.job)
-                self.rows, self.cache, self.mask = [], None, None
+                self.rows, self.cache, self.mask, self.kept = [], None, None, None
 
     def admit(self, new: list) -> None:
         """Prefill the newcomers together, emit their first tokens, and join them to the running rows."""
@@ -145,6 +152,8 @@ class Scheduler:
         ended = set()
         for r, token in zip(rows, tokens):
             job, out = r.job, r.output
+            if r.ended:
+                continue
             if job.cancelled:
                 out.finish_reason = "cancelled"
                 engine.cancellations += 1
@@ -172,14 +181,19 @@ class Scheduler:
             r.sink((delta, out) if done else delta)
             if done:
                 ended.add(id(r))
-        if ended:
-            for r in rows:
-                if id(r) in ended:
-                    engine.release(r.job)
-            self.drop([i for i, r in enumerate(self.rows) if id(r) not in ended])
+        for r in rows:
+            if id(r) in ended:
+                r.ended = True
+                engine.release(r.job)
+        # ended rows leave the cache with the next join (one copy for both), or once a quarter of the rows have ended
+        gone = sum(r.ended for r in self.rows)
+        if gone and (gone == len(self.rows) or gone >= len(self.rows) / 4):
+            self.drop([i for i, r in enumerate(self.rows) if not r.ended])
 
     def join(self, rows: list[Row], cache, mask: torch.Tensor) -> None:
         """The newcomers' cache and mask joined to the running rows' (the shorter side padded on the left)."""
+        if any(r.ended for r in self.rows):
+            self.drop([i for i, r in enumerate(self.rows) if not r.ended], copy=False)
         if not self.rows:
             self.rows, self.cache, self.mask = rows, cache, mask
             return
@@ -189,24 +203,33 @@ class Scheduler:
         def padded(t: torch.Tensor, have: int) -> torch.Tensor:  # (rows, heads, time, dim) or (rows, time)
             return F.pad(t, (0, 0, width - have, 0) if t.dim() == 4 else (width - have, 0))
 
-        layers = [(torch.cat([padded(a.keys, old), padded(b.keys, new)]),
-                   torch.cat([padded(a.values, old), padded(b.values, new)]))
-                  for a, b in zip(self.cache.layers, cache.layers)]
+        layers = [(torch.cat([padded(keys, old), padded(b.keys, new)]), torch.cat([padded(values, old),
+                                                                                   padded(b.values, new)]))
+                  for (keys, values), b in zip(self.layers(), cache.layers)]
         self.cache = self.engine.new_cache(layers)
         self.mask = torch.cat([padded(self.mask, old), padded(mask, new)])
         self.rows = self.rows + rows
 
-    def drop(self, keep: list[int]) -> None:
-        """Keep rows `keep` only; then trim the left columns that every remaining row pads."""
+    def drop(self, keep: list[int], copy: bool = True) -> None:
+        """Keep rows `keep` only, and trim the left columns every remaining row pads. copy=False leaves the cache's
+        selection to the caller's next copy (`layers()`), which join makes anyway."""
         if not keep:
-            self.rows, self.cache, self.mask = [], None, None
+            self.rows, self.cache, self.mask, self.kept = [], None, None, None
             return
         self.rows = [self.rows[i] for i in keep]
         index = torch.tensor(keep)
         self.mask = self.mask[index]
         start = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading all-padding columns
-        layers = [(layer.keys[index.to(layer.keys.device), :, start:], layer.values[index.to(layer.values.device),
-                                                                                    :, start:])
-                  for layer in self.cache.layers]
-        self.cache = self.engine.new_cache(layers)
         self.mask = self.mask[:, start:]
+        self.kept = (index, start)
+        if copy:
+            self.cache = self.engine.new_cache(self.layers())
+
+    def layers(self) -> list[tuple]:
+        """The cache's (keys, values) per layer, less the rows and columns a drop left out."""
+        layers = [(layer.keys, layer.values) for layer in self.cache.layers]
+        if self.kept is None:
+            return layers
+        index, start = self.kept
+        self.kept = None
+        return [(k[index.to(k.device), :, start:], v[index.to(v.device), :, start:]) for k, v in layers]

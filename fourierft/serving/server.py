@@ -167,18 +167,24 @@ class Server:
         self.roots = [str(Path(r).expanduser().resolve()) for r in settings.get("adapter_roots") or []]
         self.engine = Engine(settings["base"], settings.get("adapters") or {}, settings["memory_budget_mb"],
                              settings["dtype"], settings.get("name"), backend=settings.get("backend", "fourierft"),
-                             max_rows=settings["max_batch_size"])
+                             max_rows=settings["max_batch_size"], gather_ms=settings["batch_wait_ms"])
         self.decode.set_max_batch_size(settings["max_batch_size"])
         self.decode.set_batch_wait_timeout_s(settings["batch_wait_ms"] / 1000)
 
-    async def flow(self, job):
-        """The job's items from the engine's continuous batch: it joins the running rows at the next decode step."""
+    async def flow(self, job, stream: bool = True):
+        """The job's items from the engine's continuous batch: it joins the running rows at the next decode step.
+        Unstreamed, only its end wakes this event loop (not every token of every row)."""
         if not self.engine.continuous:  # a comparison backend: batches of the requests that arrived together
             async for item in self.decode(job):
                 yield item
             return
         loop, items = asyncio.get_running_loop(), asyncio.Queue()
-        self.engine.submit(job, lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
+
+        def sink(item):
+            if stream or not isinstance(item, str):
+                loop.call_soon_threadsafe(items.put_nowait, item)
+
+        self.engine.submit(job, sink)
         while True:
             item = await items.get()
             yield item
@@ -258,16 +264,16 @@ class Server:
         if data.get("stream"):
             usage = bool((data.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self.events(job, head, kind, chat, usage), media_type="text/event-stream")
-        text, output = "", None
+        output = None
         try:
-            async for item in self.flow(job):
+            async for item in self.flow(job, stream=False):
                 if isinstance(item, Failed):
                     raise item.error
                 if isinstance(item, tuple):  # the job's last text and its Output
-                    item, output = item
-                text += item
+                    output = item[1]
         finally:
             self.finished(job, output)
+        text = output.text
         choice = {"index": 0, "finish_reason": output.finish_reason, "logprobs": None}
         choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": output.tokens,
@@ -333,8 +339,10 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--num-cpus", type=float, default=1, help="CPUs Ray reserves per replica")
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULTS["max_batch_size"])
-    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULTS["batch_wait_ms"])
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULTS["max_batch_size"],
+                        help="rows decoding at once (continuous batching: a request joins at the next step)")
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULTS["batch_wait_ms"],
+                        help="when idle, how long to wait after a request for the others sent with it")
     parser.add_argument("--memory-budget-mb", type=float, default=DEFAULTS["memory_budget_mb"],
                         help="adapters resident per replica; the least recently used beyond it are evicted")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
