@@ -98,3 +98,33 @@ def test_a_cancelled_row_leaves_within_a_step(served):
     _, output = kept.wait()
     assert output.tokens == 400 and output.finish_reason == "length"
     assert kept.text == alone(base, folders["c"], ids, 400)
+
+
+def test_in_bf16_each_row_answers_as_its_adapter_alone_in_bf16(tmp_path):
+    """The scheduler on a bf16 model (its KV cache and padding in bf16): rows of two adapters and the base model, sent
+    together, each equal that adapter alone's greedy generate in bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import fourierft as ff
+    from fourierft.serving.engine import Engine
+
+    base = tiny_llama_folder(tmp_path / "tiny-llama")
+    folders = adapters(base, tmp_path)
+    engine = Engine(str(base), {n: folders[n] for n in NAMES[:2]}, dtype="bfloat16")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    sinks = []
+    for model, prompt in zip(["a", engine.name, "b"], ["the cat sat on", "hello world", "x y z"]):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        sink = Collected()
+        engine.submit(engine.job(model, ids, max_tokens=5, temperature=0), sink)
+        sinks.append((sink, model, ids))
+    for sink, model, ids in sinks:
+        sink.wait()
+        reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16).eval()
+        if model != engine.name:
+            reference = ff.load_adapter(reference, folders[model])
+        with torch.no_grad():
+            out = reference.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False,
+                                     pad_token_id=tokenizer.eos_token_id)
+        assert sink.text == tokenizer.decode(out[0, len(ids):], skip_special_tokens=True), model
