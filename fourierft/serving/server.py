@@ -1,9 +1,9 @@
 """An OpenAI-compatible HTTP server for a base causal LM and its FourierFT adapters, on Ray Serve.
 
-Ray Serve carries what a serving framework should: the HTTP proxy, dynamic batching (`@serve.batch`: requests that
-arrive together are decoded in one mixed generate call, up to `max_batch_size` rows or `batch_wait_ms` of waiting),
-streaming responses, replicas, and a Ray cluster past one machine. The FastAPI ingress speaks OpenAI's API, with
-`model` naming the adapter (the base model by its own name):
+Ray Serve carries the HTTP proxy, streaming responses, replicas and a Ray cluster past one machine; each replica's
+engine batches continuously (scheduler.py: a request joins the running rows at the next decode step, up to
+`max_batch_size` rows; the comparison backends, which have only generate, batch with `@serve.batch` instead). The
+FastAPI ingress speaks OpenAI's API, with `model` naming the adapter (the base model by its own name):
 
     GET  /v1/models
     POST /v1/completions            {"model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "stream"}
