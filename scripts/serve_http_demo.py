@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         wrong += not same
         print(f"{'ok  ' if same else 'DIFF'} {request[0]:<22} {request[1][:40]!r:<44} -> {answer!r}")
     print(f"{len(requests)} concurrent requests over {len(models) - 1} adapters and the base model in "
-          f"{elapsed:.1f} s; rows per generate call: {stats}")
+          f"{elapsed:.1f} s; rows per decode step: {stats}")
     print(f"{len(requests) - wrong} of {len(requests)} answers equal their adapter alone's greedy generate")
     return 1 if wrong else 0
 

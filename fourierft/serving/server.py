@@ -10,7 +10,7 @@ FastAPI ingress speaks OpenAI's API, with `model` naming the adapter (the base m
     POST /v1/chat/completions       {"model", "messages", ...}: the tokenizer's chat template
     POST /v1/load_lora_adapter      {"lora_name", "lora_path"}   (vLLM's names for loading an adapter at runtime)
     POST /v1/unload_lora_adapter    {"lora_name"}
-    GET  /stats                     rows per generate call (how requests were batched), evictions
+    GET  /stats                     rows per decode step (how requests were batched), evictions, cancellations, pins
     GET  /health                    {"status": "ok"}, loading nothing
 
 Request bodies are pydantic models (FastAPI validates them; /docs and /openapi.json describe them). Refusals are

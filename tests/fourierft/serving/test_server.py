@@ -52,7 +52,7 @@ def test_concurrent_requests_are_batched_and_each_equals_its_adapter_alone(serve
     first = [expected[m, PROMPTS[0], 4] for m in models if (m, PROMPTS[0], 4) in expected]
     assert len(first) == 4 and len(set(first)) >= 3  # the adapters answer differently: a mixed-up row would show
     sizes = json.loads(urllib.request.urlopen(f"{url}/stats").read())["batch_sizes"]
-    assert max(int(size) for size in sizes) > 1, sizes  # requests that arrived together shared a generate call
+    assert max(int(size) for size in sizes) > 1, sizes  # concurrent requests shared decode steps
 
 
 def test_streaming_and_chat_equal_the_plain_answer(server):
