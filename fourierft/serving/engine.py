@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .jobs import DONE, Failed, Job, Output, RequestError, Text
+from .jobs import DONE, Failed, Job, Output, Progress, RequestError
 from .mixed import BASE, MixedAdapters
 from .scheduler import Scheduler
 
@@ -239,16 +239,14 @@ class Engine:
             gone = self._resident({j.adapter for j in jobs if j.adapter != BASE})
             failed = {i for i, job in enumerate(jobs) if job.adapter in gone}
             if failed:
-                yield [Failed(RequestError(404, f"adapter {jobs[i].adapter!r} was unloaded while the request "
-                                                "waited")) if i in failed else "" for i in range(len(jobs))]
+                yield [Failed.unloaded(jobs[i]) if i in failed else "" for i in range(len(jobs))]
             groups: dict[tuple, list[int]] = {}
             for i, job in enumerate(jobs):
                 if i not in failed:
                     groups.setdefault(job.sampling(), []).append(i)
-            outputs = [Output() for _ in jobs]
             finished = set(failed)
             for members in groups.values():
-                for step in self._decode([jobs[i] for i in members], [outputs[i] for i in members]):
+                for step in self._decode([jobs[i] for i in members]):
                     row = [DONE if i in finished else "" for i in range(len(jobs))]
                     for i, slot in zip(members, step):
                         row[i] = slot
@@ -268,16 +266,13 @@ class Engine:
                     outputs[i] = slot[1]
         return outputs
 
-    def _decode(self, jobs: list[Job], outputs: list[Output]) -> Iterator[list]:
+    def _decode(self, jobs: list[Job]) -> Iterator[list]:
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         tokenizer, eos = self.tokenizer, self.tokenizer.eos_token_id
         steps: queue.Queue = queue.Queue()
-        generated: list[list[int]] = [[] for _ in jobs]
-        texts = [Text(tokenizer) for _ in jobs]
-        sent = [""] * len(jobs)
-        done = [False] * len(jobs)
+        rows = [Progress(job, tokenizer) for job in jobs]
 
         class Streamer(BaseStreamer):
             first = True
@@ -293,7 +288,7 @@ class Engine:
 
         class Finished(StoppingCriteria):  # a row stops once done or its client has left
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.tensor([d or job.cancelled for d, job in zip(done, jobs)], device=input_ids.device)
+                return torch.tensor([row.done or row.job.cancelled for row in rows], device=input_ids.device)
 
         batch = tokenizer.pad({"input_ids": [j.prompt_ids for j in jobs]}, return_tensors="pt")
         device = next(self.serve.model.parameters()).device
@@ -321,44 +316,19 @@ class Engine:
         worker.start()
         while (tokens := steps.get()) is not None:
             deltas = []
-            for i, (job, out, token) in enumerate(zip(jobs, outputs, tokens)):
-                if done[i]:
+            for row, token in zip(rows, tokens):
+                if row.done:
                     deltas.append(DONE)
                     continue
-                if job.cancelled:
-                    done[i], out.finish_reason = True, "cancelled"
+                item = row.advance(token, eos)
+                if row.output.finish_reason == "cancelled":
                     self.cancellations += 1
-                    deltas.append(("", out))
-                    continue
-                out.tokens += 1
-                if token == eos:
-                    done[i], out.finish_reason = True, "stop"
-                else:
-                    generated[i].append(token)
-                text = texts[i].add(generated[i])
-                cut = min((text.find(s) for s in job.stop if s in text), default=-1)
-                if cut >= 0:
-                    text, done[i], out.finish_reason = text[:cut], True, "stop"
-                elif not done[i] and out.tokens >= job.max_tokens:
-                    done[i], out.finish_reason = True, "length"
-                if not done[i] and text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    deltas.append("")
-                    continue
-                delta = text[len(sent[i]):]
-                out.text = sent[i] = text
-                deltas.append((delta, out) if done[i] else delta)
+                deltas.append("" if item is None else item)
             yield deltas
         worker.join()
         if failure:
             raise failure[0]
-        last = []
-        for i, out in enumerate(outputs):  # generate stopped without our criteria firing: the rows still open end
-            out.finish_reason = out.finish_reason or "length"
-            if done[i]:
-                last.append(DONE)
-                continue
-            full = texts[i].flush(generated[i])  # with a character left half-decoded, if any
-            last.append((full[len(sent[i]):], out))
-            out.text = sent[i] = full
+        # generate stopped without our criteria firing: the rows still open end ("length")
+        last = [DONE if row.done else row.close() for row in rows]
         if any(slot is not DONE for slot in last):
             yield last

@@ -15,6 +15,10 @@ class Failed:
     """A job's slot when that job alone cannot run (its adapter was unloaded while it waited): the others go on."""
     error: Exception
 
+    @classmethod
+    def unloaded(cls, job) -> Failed:
+        return cls(RequestError(404, f"adapter {job.adapter!r} was unloaded while the request waited"))
+
 
 class RequestError(ValueError):
     """A request the server refuses: `status` is its HTTP status (400 bad request, 404 unknown, 409 conflict)."""
@@ -71,3 +75,49 @@ class Text:
 
     def flush(self, tokens: list[int]) -> str:
         return self.text + self.tokenizer.decode(tokens[self.read:], skip_special_tokens=True)
+
+
+class Progress:
+    """One job's decoding, token by token: the rules both decoders follow (EOS and stop strings end it with "stop",
+    max_tokens with "length", its client leaving with "cancelled"; half of a multi-byte character waits for the
+    rest) and the text handed out so far."""
+
+    def __init__(self, job: Job, tokenizer):
+        self.job, self.output, self.text = job, Output(), Text(tokenizer)
+        self.tokens: list[int] = []
+        self.sent = ""
+        self.done = False
+
+    def advance(self, token: int, eos: int):
+        """What the job gets for its new `token`: new text, (last text, Output) when it ends (also when cancelled), or
+        None while a character waits for its second half."""
+        job, out = self.job, self.output
+        if job.cancelled:
+            self.done, out.finish_reason = True, "cancelled"
+            return "", out
+        out.tokens += 1
+        if token == eos:
+            self.done, out.finish_reason = True, "stop"
+        else:
+            self.tokens.append(token)
+        text = self.text.add(self.tokens)
+        cut = min((text.find(s) for s in job.stop if s in text), default=-1)
+        if cut >= 0:
+            text, self.done, out.finish_reason = text[:cut], True, "stop"
+        elif not self.done and out.tokens >= job.max_tokens:
+            self.done, out.finish_reason = True, "length"
+        if text.endswith("\ufffd"):
+            if not self.done:
+                return None
+            text = self.text.flush(self.tokens)
+        return self.handed(text)
+
+    def close(self):
+        """(last text, Output) of a job its decoder stopped without a rule firing: "length"."""
+        self.done, self.output.finish_reason = True, self.output.finish_reason or "length"
+        return self.handed(self.text.flush(self.tokens))
+
+    def handed(self, text: str):
+        delta, self.sent = text[len(self.sent):], text
+        self.output.text = text
+        return (delta, self.output) if self.done else delta

@@ -14,28 +14,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .jobs import Failed, Output, RequestError, Text
+from .jobs import Failed, Output, Progress
 from .mixed import BASE
 
 Sink = Callable[[object], None]  # receives a job's items: new text, (last text, Output) at its end, or Failed
 
 
-@dataclass
-class Row:
-    """One running request: its job, where its items go, its tokens so far and its text."""
-    job: object
-    sink: Sink
-    output: object
-    text: object
-    generator: torch.Generator
-    tokens: list[int] = field(default_factory=list)
-    sent: str = ""
-    ended: bool = False  # its request is over: its slot is dropped at the next copy of the cache
+class Row(Progress):
+    """One running request: its decoding (Progress), where its items go, and its own random generator."""
+
+    def __init__(self, job, sink: Sink, tokenizer, generator: torch.Generator):
+        super().__init__(job, tokenizer)
+        self.sink, self.generator = sink, generator
+        self.ended = False  # its request is over: its slot is dropped at the next copy of the cache
 
 
 class Scheduler:
@@ -88,7 +83,7 @@ class Scheduler:
         for job, sink in new:
             if job.cancelled or job.adapter in gone:
                 if job.adapter in gone:
-                    sink(Failed(RequestError(404, f"adapter {job.adapter!r} was unloaded while the request waited")))
+                    sink(Failed.unloaded(job))
                 else:
                     engine.cancellations += 1
                     sink(("", Output(finish_reason="cancelled")))
@@ -96,7 +91,7 @@ class Scheduler:
                 continue
             generator = torch.Generator()
             generator.manual_seed(job.seed if job.seed is not None else int(torch.randint(2**62, ()).item()))
-            rows.append(Row(job, sink, Output(), Text(engine.tokenizer), generator))
+            rows.append(Row(job, sink, engine.tokenizer, generator))
         if not rows:
             return
         device = engine.device
@@ -151,35 +146,15 @@ class Scheduler:
         engine = self.engine
         ended = set()
         for r, token in zip(rows, tokens):
-            job, out = r.job, r.output
             if r.ended:
                 continue
-            if job.cancelled:
-                out.finish_reason = "cancelled"
-                engine.cancellations += 1
-                r.sink(("", out))
-                ended.add(id(r))
+            item = r.advance(token, engine.eos)
+            if item is None:  # half of a multi-byte character: nothing to hand out yet
                 continue
-            out.tokens += 1
-            done = False
-            if token == engine.eos:
-                done, out.finish_reason = True, "stop"
-            else:
-                r.tokens.append(token)
-            text = r.text.add(r.tokens)
-            cut = min((text.find(s) for s in job.stop if s in text), default=-1)
-            if cut >= 0:
-                text, done, out.finish_reason = text[:cut], True, "stop"
-            elif not done and out.tokens >= job.max_tokens:
-                done, out.finish_reason = True, "length"
-            if done and text.endswith("\ufffd"):
-                text = r.text.flush(r.tokens)
-            if not done and text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                continue
-            delta = text[len(r.sent):]
-            out.text = r.sent = text
-            r.sink((delta, out) if done else delta)
-            if done:
+            r.sink(item)
+            if r.done:
+                if r.output.finish_reason == "cancelled":
+                    engine.cancellations += 1
                 ended.add(id(r))
         for r in rows:
             if id(r) in ended:
